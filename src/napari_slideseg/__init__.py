@@ -1,0 +1,34 @@
+"""napari-slideseg: whole-slide images in napari and headless.
+
+This module is the public headless API. It imports neither Qt nor napari, so it can be
+used on servers and in scripts::
+
+    from napari_slideseg import open_slide
+
+    with open_slide("slide.svs") as slide:
+        region = slide.read_region((1000, 2000), 0, (512, 512))  # (512, 512, 3) uint8
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .core.errors import (
+    CorruptTileError,
+    SlideNotFoundError,
+    SlideSegError,
+    UnsupportedSlideError,
+)
+from .core.slide import Slide, open_slide
+
+try:
+    __version__ = version("napari-slideseg")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CorruptTileError",
+    "Slide",
+    "SlideNotFoundError",
+    "SlideSegError",
+    "UnsupportedSlideError",
+    "open_slide",
+]

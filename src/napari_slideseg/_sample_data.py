@@ -1,0 +1,31 @@
+"""npe2 sample data: the generated sample slide with its annotations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["sample_slide", "sample_layers"]
+
+
+def sample_slide() -> list[Any]:
+    """The sample slide (generated on first use) and its annotation layers."""
+    return sample_layers()
+
+
+def sample_layers(folder: Any = None) -> list[Any]:
+    """Layer data of the sample written to ``folder`` (default: the user cache)."""
+    from ._layers import regions_layer_data, slide_layer_data, slide_scale
+    from .core.sample import make_sample_slide
+    from .core.slide import open_slide
+
+    sample = make_sample_slide(folder)
+    slide = open_slide(sample.slide, tile_errors="fill")
+    layers = [slide_layer_data(slide, name="sample slide")]
+    scale = slide_scale(slide)
+    by_layer: dict[str, list[tuple[str, Any, bool]]] = {}
+    for region in sample.regions:
+        by_layer.setdefault(region.layer, []).append((region.kind, region.vertices,
+                                                      region.negative))
+    for name, regions in by_layer.items():
+        layers.append(regions_layer_data(name, regions, sample.colors[name], scale))
+    return layers

@@ -1,0 +1,1 @@
+"""Dock widgets. Each one only collects parameters and calls the public API."""

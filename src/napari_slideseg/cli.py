@@ -1,0 +1,202 @@
+"""The ``napari-slideseg`` command line: a thin layer over the public API.
+
+Every subcommand prints errors as one line (``napari-slideseg: error: ...``) and exits
+with status 1; status 2 is a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .core.errors import SlideSegError
+
+__all__ = ["main", "build_parser"]
+
+PROG = "napari-slideseg"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .core.slide import open_slide
+
+    with open_slide(args.slide) as slide:
+        info = slide.info()
+        if args.json:
+            keys = ("level_count", "level_dimensions", "level_downsamples", "mpp",
+                    "objective_power", "vendor", "associated_images")
+            out = {k: info[k] for k in keys}
+            if args.properties:
+                out["properties"] = slide.properties
+            print(json.dumps(out, indent=2))
+            return 0
+        w, h = slide.dimensions
+        print(f"{slide.path}")
+        print(f"  vendor           {slide.vendor} (read with {slide.backend})")
+        print(f"  size             {w} x {h} px")
+        mpp = f"{slide.mpp[0]:.5g} x {slide.mpp[1]:.5g} µm/px" if slide.mpp else "unknown"
+        print(f"  pixel size       {mpp}")
+        power = f"{slide.objective_power:g}x" if slide.objective_power else "unknown"
+        print(f"  objective        {power}")
+        print(f"  associated       {', '.join(slide.associated_images) or 'none'}")
+        print("  levels           level  width x height  downsample  tile")
+        for i, ((lw, lh), ds, tile) in enumerate(zip(slide.level_dimensions,
+                                                      slide.level_downsamples,
+                                                      info["tile_sizes"], strict=True)):
+            print(f"                   {i:>5}  {lw:>6} x {lh:<6}  {ds:>10.4f}  "
+                  f"{tile[0]}x{tile[1]}")
+        if args.properties:
+            for key, value in sorted(slide.properties.items()):
+                print(f"  {key} = {value}")
+    return 0
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                or sys.platform in ("darwin", "win32"))
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from .core.slide import open_slide
+
+    # Fail fast, with the package's message, before a window opens.
+    open_slide(args.slide).close()
+    for path in args.annotations:
+        if not Path(path).exists():
+            raise SlideSegError(f"{path}: no such annotation file.")
+    if not _has_display():
+        raise SlideSegError("no display to open napari on (DISPLAY is not set); "
+                            f"use '{PROG} info' or run under xvfb-run.")
+    import napari
+
+    viewer = napari.Viewer(title=f"napari-slideseg: {Path(args.slide).name}")
+    viewer.open(args.slide, plugin="napari-slideseg")
+    for path in args.annotations:
+        viewer.open(path)
+    viewer.window.add_plugin_dock_widget("napari-slideseg", "Slide info")
+    napari.run()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.sample import make_sample_slide
+
+    out = Path(args.out) if args.out else Path.cwd() / "slideseg-demo"
+    start = time.perf_counter()
+    sample = make_sample_slide(out)
+    print(f"sample slide        {sample.slide}  ({time.perf_counter() - start:.1f} s)")
+    print(f"sample annotations  {sample.annotations}  ({len(sample.regions)} regions)")
+    if not args.headless and _has_display():
+        return _demo_gui(out)
+    if not args.headless:
+        print("no display found: running the headless pass (use xvfb-run or a desktop to "
+              "see napari)")
+    return _demo_headless(sample, out)
+
+
+def _demo_gui(folder: Path) -> int:
+    import napari
+
+    from ._sample_data import sample_layers
+
+    viewer = napari.Viewer(title="napari-slideseg sample")
+    for data, kwargs, kind in sample_layers(folder):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.window.add_plugin_dock_widget("napari-slideseg", "Slide info")
+    viewer.reset_view()
+    napari.run()
+    return 0
+
+
+def _demo_headless(sample, folder: Path) -> int:  # type: ignore[no-untyped-def]
+    import cv2
+    import numpy as np
+
+    from .core.slide import open_slide
+
+    with open_slide(sample.slide) as slide:
+        info = slide.info()
+        w0, h0 = slide.dimensions
+        overview = np.ascontiguousarray(slide.get_thumbnail((1024, 1024)))
+        sx, sy = overview.shape[1] / w0, overview.shape[0] / h0
+        for region in sample.regions:
+            colour = sample.colors[region.layer]
+            pts = np.round(region.vertices * (sx, sy)).astype(np.int32)
+            if region.kind == "ellipse":
+                (x0, y0), (x1, y1) = pts
+                cv2.ellipse(overview, ((x0 + x1) // 2, (y0 + y1) // 2),
+                            (abs(x1 - x0) // 2, abs(y1 - y0) // 2), 0, 0, 360, colour, 2)
+            else:
+                cv2.polylines(overview, [pts], True,
+                              (255, 255, 255) if region.negative else colour, 2)
+        level = slide.level_count - 1
+        lw, lh = slide.level_dimensions[level]
+        tile = slide.read_region((w0 // 2 - 256, h0 // 2 - 256), 0, (512, 512))
+    written = []
+    for name, image in (("overview.png", overview), ("center-512px-level0.png", tile)):
+        path = folder / name
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        written.append((path, f"{image.shape[1]}x{image.shape[0]} RGB"))
+    info_path = folder / "sample-info.json"
+    info_path.write_text(json.dumps(info, indent=2))
+    written.append((info_path, f"{info['level_count']} levels, smallest {lw}x{lh}"))
+    print("headless pass wrote:")
+    for path, what in written:
+        print(f"  {path}  ({what}, {path.stat().st_size:,} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Whole-slide images in napari and on the command line.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="print a slide's levels, pixel size and metadata",
+                       description="Print a slide's levels, pixel size and metadata.")
+    p.add_argument("slide", help="slide file (or DICOM folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--properties", action="store_true", help="include every file property")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("view", help="open a slide (and annotation files) in napari",
+                       description="Open a slide, and optionally annotation files, in napari.")
+    p.add_argument("slide", help="slide file (or DICOM folder)")
+    p.add_argument("annotations", nargs="*", help="annotation files to overlay")
+    p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser(
+        "demo", help="generate the sample slide and show it (headless without a display)",
+        description="Generate the sample slide with annotations, then open napari with it "
+                    "and the plugin's widgets; with no display (or --headless), run a "
+                    "headless pass over the sample and list what it wrote.")
+    p.add_argument("--out", help="folder for the sample and outputs (default ./slideseg-demo)")
+    p.add_argument("--headless", action="store_true", help="never open a window")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SlideSegError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

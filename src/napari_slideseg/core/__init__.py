@@ -1,0 +1,1 @@
+"""Pure numpy / dask / OpenSlide logic: nothing here imports napari, qtpy or magicgui."""

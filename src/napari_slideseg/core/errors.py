@@ -1,0 +1,31 @@
+"""The package's error types.
+
+Every error napari-slideseg raises on purpose derives from :class:`SlideSegError`,
+so that a caller (the CLI, the napari reader, a user's script) can catch one type.
+Each message names the file and says what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SlideSegError",
+    "SlideNotFoundError",
+    "UnsupportedSlideError",
+    "CorruptTileError",
+]
+
+
+class SlideSegError(Exception):
+    """Base class of every error raised by napari-slideseg."""
+
+
+class SlideNotFoundError(SlideSegError, FileNotFoundError):
+    """The slide path does not exist."""
+
+
+class UnsupportedSlideError(SlideSegError):
+    """No backend can open the file (unknown format, damaged header, unsupported codec)."""
+
+
+class CorruptTileError(SlideSegError):
+    """The slide opened, but pixel data in the requested region cannot be decoded."""
