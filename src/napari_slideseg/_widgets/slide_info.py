@@ -65,7 +65,10 @@ class SlideInfoWidget(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
-        self.viewer.camera.events.zoom.connect(self._on_view_changed)
+        # napari 0.9 moved the camera to viewer.scene; older versions have viewer.camera
+        scene = getattr(self.viewer, "scene", None)
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.events.zoom.connect(self._on_view_changed)
         self._on_layers_changed()
 
     # -- helpers ----------------------------------------------------------------------

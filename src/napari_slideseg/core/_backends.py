@@ -26,6 +26,8 @@ WHITE = (255, 255, 255)
 # they save in over-read, so small native tiles are grouped.
 MIN_CHUNK = 256
 DEFAULT_CHUNK = 512
+#: Decoded-tile cache shared by all OpenSlide handles of one slide.
+OPENSLIDE_CACHE_BYTES = 64 * 1024 * 1024
 MAX_CHUNK = 2048
 
 
@@ -128,11 +130,15 @@ class OpenSlideBackend(Backend):
                 f"{path}: OpenSlide recognises the file but cannot open it ({exc}). "
                 "The file may be damaged or use a codec OpenSlide does not support."
             ) from exc
-        # Handles that hit a decode error are unusable (OpenSlide errors are sticky);
-        # they are swapped for fresh ones and closed only at close(), because other
-        # threads may still be inside a read on them.
-        self._retired: list[Any] = []
-        self._swap_lock = threading.Lock()
+        # Each reading thread gets its own handle: an OpenSlide error is sticky and would
+        # otherwise fail every thread's reads after one damaged tile. All handles share
+        # one bounded cache of decoded tiles.
+        self._tile_cache = openslide.OpenSlideCache(OPENSLIDE_CACHE_BYTES)
+        self._osr.set_cache(self._tile_cache)
+        self._local = threading.local()
+        self._handles: list[Any] = []
+        self._handles_lock = threading.Lock()
+        self._meta_lock = threading.Lock()
         osr = self._osr
         self.properties = {str(k): str(v) for k, v in osr.properties.items()}
         p = self.properties
@@ -154,23 +160,31 @@ class OpenSlideBackend(Backend):
         self.associated_names = tuple(sorted(osr.associated_images.keys()))
         self.exact_windows = False
 
+    def _thread_handle(self) -> Any:
+        osr = getattr(self._local, "osr", None)
+        if osr is None:
+            osr = self._openslide.OpenSlide(str(self._path))
+            osr.set_cache(self._tile_cache)
+            with self._handles_lock:
+                self._handles.append(osr)
+            self._local.osr = osr
+        return osr
+
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
-        osr = self._osr
+        osr = self._thread_handle()
         try:
             image = osr.read_region((x, y), level, (w, h))
         except self._openslide.OpenSlideError as exc:
-            self._replace_handle(osr)
+            # This thread's handle is now unusable, and no other thread uses it.
+            self._local.osr = None
+            with self._handles_lock:
+                self._handles.remove(osr)
+            osr.close()
             raise CorruptTileError(
                 f"{self._path}: cannot decode pixels of level {level} at level-0 "
                 f"({x}, {y}), size {w}x{h}: {exc}. The file is damaged in this region."
             ) from exc
         return rgba_to_rgb(np.asarray(image), self.background)
-
-    def _replace_handle(self, broken: Any) -> None:
-        with self._swap_lock:
-            if self._osr is broken:
-                self._retired.append(broken)
-                self._osr = self._openslide.OpenSlide(str(self._path))
 
     def read_level0(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         return self._read(x, y, level, w, h)
@@ -180,13 +194,15 @@ class OpenSlideBackend(Backend):
         return self._read(round(x * ds), round(y * ds), level, w, h)
 
     def read_associated(self, name: str) -> np.ndarray:
-        image = self._osr.associated_images[name]
-        return rgba_to_rgb(np.asarray(image.convert("RGBA")), self.background)
+        with self._meta_lock:
+            image = self._osr.associated_images[name]
+            return rgba_to_rgb(np.asarray(image.convert("RGBA")), self.background)
 
     def close(self) -> None:
-        for handle in [*self._retired, self._osr]:
+        with self._handles_lock:
+            handles, self._handles = self._handles, []
+        for handle in [*handles, self._osr]:
             handle.close()
-        self._retired.clear()
 
 
 def _hex_to_rgb(value: str) -> tuple[int, int, int]:
@@ -249,8 +265,8 @@ class TiffFileBackend(Backend):
         self._axes = series.axes
         self._levels = []
         dims = []
-        for lv in series.levels:
-            store = lv.aszarr()
+        for index, lv in enumerate(series.levels):
+            store = series.aszarr(level=index)
             arr = zarr.open_array(store, mode="r")
             self._levels.append(arr)
             shape = dict(zip(lv.axes, lv.shape, strict=True))
@@ -399,8 +415,9 @@ def _tiff_mpp(tif: Any, page: Any) -> tuple[tuple[float, float] | None, float | 
 def open_backend(path: Path) -> Backend:
     """Open ``path`` with the first backend that can read it.
 
-    OpenSlide is tried first for every format it recognises; TIFF files it rejects
-    (OME-TIFF, plain tiled TIFF it does not accept) go to tifffile.
+    OME-TIFF goes to tifffile (which reads its SubIFD pyramid and OME pixel size);
+    OpenSlide is tried first for everything else it recognises; TIFF files it rejects
+    go to tifffile.
     """
     import openslide
 
@@ -412,6 +429,13 @@ def open_backend(path: Path) -> Backend:
                 f"{path}: a folder is read as a DICOM slide, but it holds no .dcm file."
             )
         target = dicoms[0]
+    if _is_tiff(target) and _is_ome(target):
+        # OpenSlide reads only the base page of an OME-TIFF (no SubIFD pyramid, no
+        # OME physical size): tifffile sees the whole pyramid.
+        try:
+            return TiffFileBackend(target)
+        except UnsupportedSlideError:
+            pass
     fmt = openslide.OpenSlide.detect_format(str(target))
     openslide_error: UnsupportedSlideError | None = None
     if fmt is not None:
@@ -433,6 +457,16 @@ def open_backend(path: Path) -> Backend:
         "OpenSlide reads (svs, ndpi, mrxs, scn, bif, vms, vmu, svslide, tiled TIFF, DICOM) "
         "and 8-bit RGB TIFF / OME-TIFF."
     )
+
+
+def _is_ome(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            return bool(tif.is_ome)
+    except Exception:
+        return False
 
 
 def _is_tiff(path: Path) -> bool:

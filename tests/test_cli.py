@@ -1,0 +1,81 @@
+"""The napari-slideseg command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from napari_slideseg.cli import main
+
+
+def test_info_text(svs, capsys):
+    assert main(["info", str(svs.path)]) == 0
+    out = capsys.readouterr().out
+    assert "aperio" in out and "2501 x 1803" in out and "0.2527" in out and "40x" in out
+    assert "label, macro, thumbnail" in out
+
+
+def test_info_json(svs, capsys):
+    assert main(["info", "--json", str(svs.path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["level_count"] == 3
+    assert info["level_dimensions"] == [[2501, 1803], [625, 450], [156, 112]]
+    assert info["level_downsamples"][0] == 1.0
+    assert info["mpp"] == pytest.approx([0.2527, 0.2527])
+    assert info["objective_power"] == 40
+    assert info["vendor"] == "aperio"
+    assert info["associated_images"] == ["label", "macro", "thumbnail"]
+    assert set(info) == {"level_count", "level_dimensions", "level_downsamples", "mpp",
+                         "objective_power", "vendor", "associated_images"}
+
+
+@pytest.mark.parametrize("make", ["missing", "garbage"])
+def test_errors_are_one_line_and_nonzero(tmp_path, make):
+    path = tmp_path / "bad.svs"
+    if make == "garbage":
+        path.write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "napari_slideseg.cli", "info", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("napari-slideseg: error: ") and "bad.svs" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_view_without_display_fails_clearly(svs, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["view", str(svs.path)]) == 1
+    assert "no display" in capsys.readouterr().err
+
+
+def test_demo_headless_writes_what_it_says(tmp_path, capsys):
+    assert main(["demo", "--headless", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("sample.svs", "sample.xml", "overview.png", "center-512px-level0.png",
+                 "sample-info.json"):
+        assert (tmp_path / name).is_file(), name
+        assert name in out
+    info = json.loads((tmp_path / "sample-info.json").read_text())
+    assert info["level_count"] == 3 and info["vendor"] == "aperio"
+    import cv2
+
+    overview = cv2.imread(str(tmp_path / "overview.png"))
+    assert overview.shape[1] == 1024
+    # tissue is pink/purple, glass is near white: both are present
+    b, g, r = (overview[..., i].astype(int) for i in range(3))
+    assert ((r - g) > 40).mean() > 0.1
+    assert ((r > 235) & (g > 235) & (b > 235)).mean() > 0.2
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("info", "view", "demo"):
+        assert command in out
