@@ -86,6 +86,7 @@ def regions_layer_data(
     regions: list[tuple[str, np.ndarray, bool]],
     color: tuple[int, int, int],
     scale: tuple[float, float],
+    units: tuple[str, str] = ("µm", "µm"),
 ) -> LayerDataTuple:
     """A Shapes layer for one annotation layer.
 
@@ -99,6 +100,8 @@ def regions_layer_data(
     color : (r, g, b)
     scale : (sy, sx)
         World units per level-0 pixel, as :func:`slide_scale` gives.
+    units : (str, str)
+        The slide layer's units (:func:`slide_units`), so napari can render both.
     """
     data, types, edges, faces = [], [], [], []
     rgba = np.array([*color, 255], float) / 255
@@ -110,5 +113,5 @@ def regions_layer_data(
         faces.append(np.array([1, 1, 1, 0.35]) if negative else np.array([*rgba[:3], 0.15]))
     features = {"negative": [n for _, _, n in regions], "type": [k for k, _, _ in regions]}
     return (data, {"name": name, "shape_type": types, "edge_color": edges,
-                   "face_color": faces, "edge_width": 2, "edge_width_is_relative": False,
-                   "scale": scale, "features": features}, "shapes")
+                   "face_color": faces, "edge_width": 2,
+                   "scale": scale, "units": units, "features": features}, "shapes")

@@ -14,7 +14,7 @@ def sample_slide() -> list[Any]:
 
 def sample_layers(folder: Any = None) -> list[Any]:
     """Layer data of the sample written to ``folder`` (default: the user cache)."""
-    from ._layers import regions_layer_data, slide_layer_data, slide_scale
+    from ._layers import regions_layer_data, slide_layer_data, slide_scale, slide_units
     from .core.sample import make_sample_slide
     from .core.slide import open_slide
 
@@ -27,5 +27,6 @@ def sample_layers(folder: Any = None) -> list[Any]:
         by_layer.setdefault(region.layer, []).append((region.kind, region.vertices,
                                                       region.negative))
     for name, regions in by_layer.items():
-        layers.append(regions_layer_data(name, regions, sample.colors[name], scale))
+        layers.append(regions_layer_data(name, regions, sample.colors[name], scale,
+                                         slide_units(slide)))
     return layers

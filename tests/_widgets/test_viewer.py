@@ -93,3 +93,22 @@ def test_corrupt_tile_does_not_kill_the_viewer(make_napari_viewer, corrupt_svs):
         viewer.screenshot(canvas_only=True, flash=False)
     assert (block[y:y + 256, x:x + 256] == 255).all()
     assert len(viewer.layers) == 1
+
+
+def test_sample_data_in_viewer(make_napari_viewer, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-slideseg", "sample_slide")
+    assert [la.name for la in layers] == ["sample slide", "Tumour", "Stroma", "Glass"]
+    image, tumour, stroma, glass = layers
+    np.testing.assert_allclose(image.scale, (0.5, 0.5))
+    for shapes in (tumour, stroma, glass):
+        np.testing.assert_allclose(shapes.scale, image.scale)
+    assert stroma.shape_type == ["rectangle"] and glass.shape_type == ["ellipse"]
+    assert any(tumour.features["negative"])
+    # the annotations lie on the slide: every vertex inside the level-0 extent
+    h, w = image.data[0].shape[:2]
+    for shapes in (tumour, stroma, glass):
+        for vertices in shapes.data:
+            assert (vertices[:, 0] >= 0).all() and (vertices[:, 0] <= h).all()
+            assert (vertices[:, 1] >= 0).all() and (vertices[:, 1] <= w).all()
