@@ -106,14 +106,14 @@ def test_opening_reads_no_pixels_and_chunks_follow_tiles(svs):
         pyramid = slide.pyramid
         _ = (slide.level_dimensions, slide.mpp, slide.properties, list(slide.associated_images))
         assert slide.cache_info()["backend_reads"] == 0
-        for level, arr in enumerate(pyramid):
+        for arr in pyramid:
             assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
-            # chunks follow the native 256-px tile grid
-            assert arr.chunks[0][0] == min(256, arr.shape[0])
-            assert arr.chunks[1][0] == min(256, arr.shape[1])
+            # chunks are 2 x 2 native 256-px tiles
+            assert arr.chunks[0][0] == min(512, arr.shape[0])
+            assert arr.chunks[1][0] == min(512, arr.shape[1])
             # one blockwise layer per level: the graph is not one task object per chunk
             assert len(arr.dask.layers) == 1
-        arr = pyramid[0][300:700, 300:700]  # touches chunks (1..2) x (1..2)
+        arr = pyramid[0][300:700, 300:700]  # touches chunks (0..1) x (0..1)
         assert slide.cache_info()["backend_reads"] == 0
         arr.compute()
         assert slide.cache_info()["backend_reads"] == 4
@@ -121,7 +121,8 @@ def test_opening_reads_no_pixels_and_chunks_follow_tiles(svs):
 
 def test_chunk_cache_is_bounded_and_reused(svs):
     chunk_bytes = 256 * 256 * 3
-    with open_slide(svs.path, cache_bytes=3 * chunk_bytes) as slide:
+    with open_slide(svs.path, cache_bytes=3 * chunk_bytes, chunk_size=256) as slide:
+        assert slide.pyramid[0].chunks[0][0] == 256
         slide.pyramid[0][:1024, :1024].compute()  # 16 chunks through a 3-chunk cache
         info = slide.cache_info()
         assert info["cached_bytes"] <= 3 * chunk_bytes
@@ -131,7 +132,7 @@ def test_chunk_cache_is_bounded_and_reused(svs):
         slide.pyramid[0][1024:1280, 1024:1280].compute()  # now cached
         assert slide.cache_info()["backend_reads"] == reads
         assert slide.cache_info()["hits"] >= 1
-    with open_slide(svs.path, cache_bytes=0) as slide:
+    with open_slide(svs.path, cache_bytes=0, chunk_size=256) as slide:
         slide.pyramid[0][:256, :256].compute()
         slide.pyramid[0][:256, :256].compute()
         assert slide.cache_info()["backend_reads"] == 2
@@ -143,7 +144,7 @@ def test_concurrent_reads_are_safe(svs):
                 int(rng.integers(1, 400)), int(rng.integers(0, 3))) for _ in range(60)]
     with open_slide(svs.path, cache_bytes=0) as reference:
         expected = [reference.read_region((x, y), lv, (w, h)) for x, y, w, h, lv in windows]
-    with open_slide(svs.path, cache_bytes=8 * 256 * 256 * 3) as slide:
+    with open_slide(svs.path, cache_bytes=8 * 512 * 512 * 3) as slide:
         def work(i: int) -> np.ndarray:
             x, y, w, h, lv = windows[i]
             if i % 2:
@@ -215,6 +216,7 @@ def test_corrupt_tile_raises_then_slide_recovers(corrupt_svs, svs):
 
 
 def test_corrupt_tile_filled_when_asked(corrupt_svs, svs):
+    """Only the damaged 256-px tile is blanked, not the whole 512-px chunk holding it."""
     path, (x, y) = corrupt_svs
     reference = native_level(svs.path, 0)
     with open_slide(path, tile_errors="fill") as slide:
@@ -222,6 +224,8 @@ def test_corrupt_tile_filled_when_asked(corrupt_svs, svs):
             block = slide.pyramid[0][:512, :1024].compute()
     assert (block[y:y + 256, x:x + 256] == 255).all()
     np.testing.assert_array_equal(block[:256], reference[:256, :1024])
+    np.testing.assert_array_equal(block[256:, x + 256:], reference[256:512, x + 256:1024])
+    np.testing.assert_array_equal(block[256:, :x], reference[256:512, :x])
 
 
 def test_thumbnail(svs):
@@ -262,7 +266,7 @@ def test_threads_share_one_reader(svs):
 
         def read() -> None:
             barrier.wait()
-            out.append(slide.read_chunk(1, 1, 1))
+            out.append(slide.read_chunk(1, 1, 0))
 
         threads = [threading.Thread(target=read) for _ in range(6)]
         for t in threads:

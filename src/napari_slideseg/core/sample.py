@@ -50,7 +50,8 @@ def default_sample_dir() -> Path:
     return Path(base) / "napari-slideseg" / f"sample-v{SAMPLE_VERSION}"
 
 
-def _contours(mask: np.ndarray, scale: float, min_area: float, tolerance: float) -> list[np.ndarray]:
+def _contours(mask: np.ndarray, scale: float, min_area: float,
+              tolerance: float) -> list[np.ndarray]:
     import cv2
 
     found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,

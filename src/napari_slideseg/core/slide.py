@@ -51,8 +51,8 @@ def open_slide(
         Bound, in bytes, of the cache of decoded chunks shared by ``read_region`` and
         the pyramid. ``0`` disables the cache.
     chunk_size : int, optional
-        Side of the pyramid's chunks in pixels. Default: the native tile size, grouped
-        to at least 256 px, so chunks align with the file's tile grid.
+        Side of the pyramid's chunks in pixels. Default: native tiles grouped to about
+        512 px (a whole number of tiles), so chunks align with the file's tile grid.
     tile_errors : {'raise', 'fill'}
         What to do with a tile that cannot be decoded: raise :class:`CorruptTileError`,
         or warn and fill it with the background colour (the napari reader does this,
@@ -368,9 +368,30 @@ class Slide:
         try:
             data = self._backend.read_level(level, x, y, w, h)
         except CorruptTileError as exc:
-            data = self._on_tile_error(exc, key, (h, w))
+            data = self._read_chunk_by_tile(level, x, y, w, h, exc)
         self._cache.put(key, data)
         return data
+
+    def _read_chunk_by_tile(self, level: int, x: int, y: int, w: int, h: int,
+                            first: CorruptTileError) -> np.ndarray:
+        """Re-read a damaged multi-tile chunk one native tile at a time.
+
+        With ``tile_errors='fill'`` only the tiles that fail become background, not the
+        whole chunk; with ``'raise'`` the first error is raised.
+        """
+        tw, th = self._backend.tile_sizes[level]
+        if self.tile_errors == "raise" or not tw or not th or (tw >= w and th >= h):
+            return self._on_tile_error(first, (level, x, y), (h, w))
+        out = np.empty((h, w, 3), np.uint8)
+        for ty in range(y, y + h, th):
+            for tx in range(x, x + w, tw):
+                sw, sh = min(tw, x + w - tx), min(th, y + h - ty)
+                try:
+                    part = self._backend.read_level(level, tx, ty, sw, sh)
+                except CorruptTileError as exc:
+                    part = self._on_tile_error(exc, (level, tx, ty), (sh, sw))
+                out[ty - y:ty - y + sh, tx - x:tx - x + sw] = part
+        return out
 
     def _read_window(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Pixels of window (x, y, w, h) in level coordinates, assembled from chunks."""

@@ -27,7 +27,8 @@ TileReader = Callable[[int, int, int, int, int], np.ndarray]
 """(level, x, y, w, h) -> (h, w, 3) uint8: pixels of a window of one level."""
 
 
-def pyramid_dimensions(width: int, height: int, downsamples: Sequence[int]) -> list[tuple[int, int]]:
+def pyramid_dimensions(width: int, height: int,
+                       downsamples: Sequence[int]) -> list[tuple[int, int]]:
     """Level sizes (w, h) for nominal integer downsamples, floored as scanners do.
 
     Floors make the true downsamples non-integer when the base size is not divisible.
@@ -126,8 +127,9 @@ def write_aperio_svs(
                       metadata=None, **_resolution(mpp), **jpeg)
             if thumbnail is None:
                 thumbnail = _small_level(read, level_sizes)
-            tif.write(thumbnail, photometric="rgb", metadata=None, description=head + f"{w0}x{h0} -> "
-                      f"{thumbnail.shape[1]}x{thumbnail.shape[0]} - |" + "|".join(fields[1:]))
+            tif.write(thumbnail, photometric="rgb", metadata=None,
+                      description=head + f"{w0}x{h0} -> {thumbnail.shape[1]}x"
+                      f"{thumbnail.shape[0]} - |" + "|".join(fields[1:]))
             for level, (w, h) in enumerate(level_sizes[1:], start=1):
                 tif.write(_tiles(read, level, (w, h), tile, background), shape=(h, w, 3),
                           dtype=np.uint8, tile=(tile, tile), metadata=None,
@@ -279,7 +281,8 @@ def tissue_image(width: int, height: int, *, seed: int = 0,
     return out, {"tissue": tissue, "tumour": tumour, "lumen": lumen}
 
 
-def downsample_levels(image: np.ndarray, level_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+def downsample_levels(image: np.ndarray,
+                      level_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Area-averaged copies of ``image`` at each (w, h) of ``level_sizes`` (first = itself)."""
     import cv2
 
