@@ -97,7 +97,8 @@ def ome_tiff(tmp_path_factory: pytest.TempPathFactory) -> Written:
 
 
 @pytest.fixture(scope="session")
-def corrupt_svs(svs: Written, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int, int]]:
+def corrupt_svs(svs: Written,
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int, int]]:
     """A copy of ``svs`` with the JPEG data of level-0 tile (col 2, row 1) overwritten.
 
     Returns the path and the level-0 (x, y) of the damaged tile's corner.

@@ -51,3 +51,12 @@ def test_wheel_ships_the_root_manifest(tmp_path):
     assert "[napari.manifest]" in entry_points
     assert "napari-slideseg = napari_slideseg:napari.yaml" in entry_points
     assert "napari-slideseg = napari_slideseg.cli:main" in entry_points
+
+
+def test_code_passes_lint():
+    """The repository's lint settings (pyproject.toml [tool.ruff]) hold for all code."""
+    ruff = pytest.importorskip("ruff")
+    binary = Path(ruff.find_ruff_bin())
+    out = subprocess.run([str(binary), "check", "--no-cache", "src", "tests", "benchmarks",
+                          "scripts"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

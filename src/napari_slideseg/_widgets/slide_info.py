@@ -1,6 +1,6 @@
 """Slide info dock widget: metadata, pyramid levels and associated images of a slide layer."""
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QComboBox,
@@ -27,7 +27,7 @@ def _slide_of(layer: Any) -> Any:
 class SlideInfoWidget(QWidget):
     """Shows the slide behind an image layer and adds its associated images on request."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.layer_combo = QComboBox()
