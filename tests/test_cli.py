@@ -53,6 +53,18 @@ def test_view_without_display_fails_clearly(svs, monkeypatch, capsys):
     assert "no display" in capsys.readouterr().err
 
 
+def test_view_rejects_annotation_files_no_reader_opens(svs, tmp_path, capsys):
+    missing = tmp_path / "missing.xml"
+    assert main(["view", str(svs.path), str(missing)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"napari-slideseg: error: {missing}: no such annotation file.")
+    unknown = tmp_path / "notes.unknownformat"
+    unknown.write_text("not annotations")
+    assert main(["view", str(svs.path), str(unknown)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"napari-slideseg: error: {unknown}: no installed napari reader")
+
+
 def test_demo_headless_writes_what_it_says(tmp_path, capsys):
     assert main(["demo", "--headless", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -67,6 +67,15 @@ def _cmd_view(args: argparse.Namespace) -> int:
     for path in args.annotations:
         if not Path(path).exists():
             raise SlideSegError(f"{path}: no such annotation file.")
+    if args.annotations:
+        from npe2 import PluginManager
+
+        manager = PluginManager.instance()
+        manager.discover()
+        for path in args.annotations:
+            if not any(manager.iter_compatible_readers([path])):
+                raise SlideSegError(f"{path}: no installed napari reader opens this file "
+                                    "type.")
     if not _has_display():
         raise SlideSegError("no display to open napari on (DISPLAY is not set); "
                             f"use '{PROG} info' or run under xvfb-run.")

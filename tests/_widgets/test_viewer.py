@@ -50,6 +50,29 @@ def test_slide_info_widget_and_associated_images(make_napari_viewer, svs):
     np.testing.assert_array_equal(np.asarray(added.data), svs.label)
 
 
+def test_slide_info_follows_the_level_napari_shows(make_napari_viewer, svs, qtbot):
+    from napari_slideseg._widgets.slide_info import SlideInfoWidget
+
+    viewer = make_napari_viewer(show=True)  # levels are chosen when the canvas draws
+    layer = _open(viewer, svs.path)
+    widget = SlideInfoWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (200.0, 200.0)
+    camera.zoom = 8.0  # 8 screen px per µm: finer than level 0 (0.25 µm/px)
+    qtbot.waitUntil(lambda: layer.data_level == 0, timeout=5000)
+    qtbot.waitUntil(lambda: widget.fields["Level shown"].text().startswith("0 "), timeout=5000)
+    # napari takes the coarsest level that still gives one data pixel per screen pixel
+    for zoom, level in ((0.3, 1), (0.04, 2)):  # canvas ~600 px: ~8000 / ~60000 px in view
+        camera.zoom = zoom
+        qtbot.waitUntil(lambda level=level: layer.data_level == level, timeout=5000)
+        qtbot.waitUntil(
+            lambda level=level: widget.fields["Level shown"].text().startswith(f"{level} "),
+            timeout=5000)
+        ds = layer.metadata["slideseg_slide"].level_downsamples[level]
+        assert widget.fields["Level shown"].text() == f"{level} (downsample {ds:.3f})"
+
+
 def test_every_readable_shared_slide_opens(make_napari_viewer, shared_data):
     viewer = make_napari_viewer()
     expected_scale = {"CMU-1-Small-Region.svs": 0.499, "boxes.tiff": 352.7778,

@@ -62,6 +62,7 @@ class SlideInfoWidget(QWidget):
         layout.addLayout(row)
         layout.addStretch(1)
 
+        self._watched: Any = None
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -94,6 +95,13 @@ class SlideInfoWidget(QWidget):
     def _on_layer_changed(self, index: int = 0) -> None:
         layer = self.current_layer()
         slide = _slide_of(layer) if layer is not None else None
+        # Follow the level napari shows: set_data fires after each (re)slice.
+        if self._watched is not None and self._watched is not layer:
+            self._watched.events.set_data.disconnect(self._on_view_changed)
+            self._watched = None
+        if layer is not None and self._watched is None:
+            layer.events.set_data.connect(self._on_view_changed)
+            self._watched = layer
         self.levels.setRowCount(0)
         self.associated_combo.clear()
         if slide is None:
