@@ -11,10 +11,22 @@ used on servers and in scripts::
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .core.annotations import (
+    AnnotationLayer,
+    AnnotationSet,
+    Region,
+    read_annotations,
+    write_annotations,
+)
 from .core.errors import (
+    AnnotationError,
+    AnnotationNotFoundError,
     CorruptTileError,
+    InvalidGeometryError,
+    MalformedAnnotationError,
     SlideNotFoundError,
     SlideSegError,
+    UnsafeAnnotationError,
     UnsupportedSlideError,
 )
 from .core.slide import Slide, open_slide
@@ -25,10 +37,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "AnnotationError",
+    "AnnotationLayer",
+    "AnnotationNotFoundError",
+    "AnnotationSet",
     "CorruptTileError",
+    "InvalidGeometryError",
+    "MalformedAnnotationError",
+    "Region",
     "Slide",
     "SlideNotFoundError",
     "SlideSegError",
+    "UnsafeAnnotationError",
     "UnsupportedSlideError",
     "open_slide",
+    "read_annotations",
+    "write_annotations",
 ]

@@ -12,6 +12,11 @@ __all__ = [
     "SlideNotFoundError",
     "UnsupportedSlideError",
     "CorruptTileError",
+    "AnnotationError",
+    "AnnotationNotFoundError",
+    "MalformedAnnotationError",
+    "UnsafeAnnotationError",
+    "InvalidGeometryError",
 ]
 
 
@@ -29,3 +34,23 @@ class UnsupportedSlideError(SlideSegError):
 
 class CorruptTileError(SlideSegError):
     """The slide opened, but pixel data in the requested region cannot be decoded."""
+
+
+class AnnotationError(SlideSegError):
+    """An annotation file cannot be read or written."""
+
+
+class AnnotationNotFoundError(AnnotationError, FileNotFoundError):
+    """The annotation path does not exist."""
+
+
+class MalformedAnnotationError(AnnotationError):
+    """The file is not well-formed XML/JSON, or not an annotation format we know."""
+
+
+class UnsafeAnnotationError(MalformedAnnotationError):
+    """The XML declares or references entities (entity expansion, external entities)."""
+
+
+class InvalidGeometryError(AnnotationError):
+    """A region has NaN, infinite or non-numeric coordinates, or too few vertices."""
