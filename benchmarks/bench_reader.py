@@ -8,7 +8,7 @@ tiles: the figures are cold reads of a file in the page cache. Medians over the
 repetitions, and ratios to the baseline.
 
     python benchmarks/make_large_slide.py            # once
-    python benchmarks/bench_reader.py [--slide benchmarks/data/large.svs] [--repeats 15]
+    python benchmarks/bench_reader.py [--slide benchmarks/data/large.svs] [--repeats 30]
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def viewport_times(path: Path, level: int, repeats: int, seed: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slide", type=Path, default=HERE / "data" / "large.svs")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="napari-slideseg chunk side (default: tiles grouped to about 512 px)")
