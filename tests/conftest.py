@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import defusedxml.ElementTree as DET
 import numpy as np
 import pytest
 
@@ -116,3 +117,86 @@ def corrupt_svs(svs: Written,
         fh.seek(offset + 2)  # keep the SOI marker so the tile still looks like JPEG
         fh.write(b"\xff\xd9" + b"\x00" * (count - 4))
     return path, (2 * 256, 1 * 256)
+
+
+# -- annotation files -----------------------------------------------------------------
+
+APERIO = (
+    '<Annotations MicronsPerPixel="0.252000">\r\n'
+    '\t<Annotation Id="1" Name="Tumour" ReadOnly="0" NameReadOnly="0" LineColorReadOnly="0" '
+    'Incremental="0" Type="4" LineColor="255" Visible="1" Selected="1" MarkupImagePath="" '
+    'MacroName="" Vendor="x">\r\n'
+    '\t\t<Attributes><Attribute Name="Grade" Id="0" Value="3"/></Attributes>\r\n'
+    '\t\t<Regions>\r\n'
+    '\t\t\t<RegionAttributeHeaders><AttributeHeader Id="9999" Name="Region" ColumnWidth="-1"/>'
+    '</RegionAttributeHeaders>\r\n'
+    '\t\t\t<Region Id="1" Type="0" Zoom="0.5" Selected="0" ImageLocation="" ImageFocus="-1" '
+    'Length="400" Area="10000" LengthMicrons="100.8" AreaMicrons="635.04" Text="tumour a" '
+    'NegativeROA="0" InputRegionId="0" Analyze="1" DisplayId="1" GeoShape="Polygon">\r\n'
+    '\t\t\t\t<Attributes/>\r\n'
+    '\t\t\t\t<Vertices><Vertex X="100" Y="100" Z="0"/><Vertex X="200.5" Y="100" Z="0"/>'
+    '<Vertex X="200.5" Y="100" Z="0"/><Vertex X="200.5" Y="200.25" Z="0"/>'
+    '<Vertex X="100" Y="200.25" Z="0"/><Vertex X="100" Y="100" Z="0"/></Vertices>\r\n'
+    '\t\t\t</Region>\r\n'
+    '\t\t\t<Region Id="2" Type="0" Text="" NegativeROA="1">\r\n'
+    '\t\t\t\t<Vertices><Vertex X="120" Y="120"/><Vertex X="140" Y="120"/>'
+    '<Vertex X="140" Y="140"/></Vertices>\r\n'
+    '\t\t\t</Region>\r\n'
+    '\t\t\t<Region Id="3" Type="1" Text="box"><Vertices><Vertex X="300" Y="300" Z="0"/>'
+    '<Vertex X="400" Y="300" Z="0"/><Vertex X="400" Y="350" Z="0"/><Vertex X="300" Y="350" '
+    'Z="0"/></Vertices></Region>\r\n'
+    '\t\t\t<Region Id="4" Type="2" Text="oval"><Vertices><Vertex X="500" Y="500" Z="0"/>'
+    '<Vertex X="600" Y="560" Z="0"/></Vertices></Region>\r\n'
+    '\t\t\t<Region Id="5" Type="3" Text="look"><Vertices><Vertex X="10" Y="10"/>'
+    '<Vertex X="50" Y="40"/></Vertices></Region>\r\n'
+    '\t\t\t<Region Id="6" Type="4" Analyze="0" Area="0"><Vertices><Vertex X="0" Y="0"/>'
+    '<Vertex X="30" Y="40"/></Vertices></Region>\r\n'
+    '\t\t</Regions>\r\n'
+    '\t\t<Plots><Plot Name="p"><Point X="1" Y="2"/></Plot></Plots>\r\n'
+    '\t</Annotation>\r\n'
+    '\t<Annotation Id="2" Name="" LineColor="16711680"><Regions/></Annotation>\r\n'
+    '\t<Annotation Id="3" Name="Stroma &amp; &lt;other&gt;" LineColor="65280">'
+    '<Regions><Region Id="7" Type="0"><Vertices><Vertex X="1.125" Y="2.0625" Z="0"/>'
+    '<Vertex X="3" Y="4" Z="1"/><Vertex X="5" Y="1"/></Vertices></Region></Regions>'
+    '</Annotation>\r\n'
+    '</Annotations>\r\n')
+
+
+@pytest.fixture
+def aperio_file(tmp_path: Path) -> Path:
+    path = tmp_path / "slide 1.2 annotations.xml"
+    path.write_bytes(APERIO.encode())
+    return path
+
+
+NUMERIC = {"X", "Y", "Z"}
+
+
+def _xml_equal(a: Path, b: Path) -> None:
+    """Semantic XML comparison: same elements, attributes, order and text; numbers as
+    numbers for vertex coordinates (decimal commas allowed)."""
+
+    def compare(x, y, where: str) -> None:
+        assert x.tag == y.tag, f"{where}: <{x.tag}> != <{y.tag}>"
+        assert set(x.attrib) == set(y.attrib), f"{where}/{x.tag}: {x.attrib} != {y.attrib}"
+        for key, value in x.attrib.items():
+            if key in NUMERIC:
+                assert float(value.replace(",", ".")) == float(y.attrib[key].replace(",", ".")), \
+                    f"{where}/{x.tag}@{key}"
+            else:
+                assert value == y.attrib[key], f"{where}/{x.tag}@{key}: {value!r} != " \
+                                               f"{y.attrib[key]!r}"
+        assert (x.text or "").strip() == (y.text or "").strip(), f"{where}/{x.tag} text"
+        assert len(x) == len(y), f"{where}/{x.tag}: {len(x)} children != {len(y)}"
+        for i, (cx, cy) in enumerate(zip(x, y, strict=True)):
+            compare(cx, cy, f"{where}/{x.tag}[{i}]")
+
+    compare(DET.parse(a).getroot(), DET.parse(b).getroot(), "")
+
+
+
+
+@pytest.fixture
+def xml_equal():
+    """Semantic XML comparison of two files (see :func:`_xml_equal`)."""
+    return _xml_equal

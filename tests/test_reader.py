@@ -56,7 +56,14 @@ def test_sample_layers(tmp_path):
     assert names == ["sample slide", "Tumour", "Stroma", "Glass"]
     image, image_kwargs, _ = layers[0]
     assert len(image) == 3 and image_kwargs["scale"] == (0.5, 0.5)
-    tumour = layers[1]
-    assert True in tumour[1]["features"]["negative"]  # lumens are holes
+    tumour_data, tumour, _ = layers[1]
+    regions = tumour["metadata"]["slideseg_annotation_layer"].regions
+    lumens = [r for r in regions if r.negative]
+    assert lumens and len(tumour_data) == len(regions) - len(lumens)
+    # every lumen is a hole of the tumour polygon around it, not a shape of its own
+    holes = [j for hole_ids, _ in tumour["metadata"]["slideseg_shapes"].values()
+             for j in hole_ids]
+    assert sorted(holes) == [i for i, r in enumerate(regions) if r.negative]
+    assert not any(tumour["features"]["negative"])
     for _, kwargs, _ in layers[1:]:
         assert kwargs["scale"] == image_kwargs["scale"]

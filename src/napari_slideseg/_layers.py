@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .core.annotations import AnnotationLayer, AnnotationSet, Region, holes_by_containment
 from .core.slide import Slide
 
 __all__ = [
@@ -18,7 +19,8 @@ __all__ = [
     "slide_units",
     "slide_layer_data",
     "associated_image_layer_data",
-    "regions_layer_data",
+    "annotation_layers_data",
+    "shapes_to_annotations",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -68,50 +70,288 @@ def associated_image_layer_data(slide: Slide, name: str) -> LayerDataTuple:
                     "contrast_limits": (0, 255)}, "image")
 
 
-def _shape_data(kind: str, vertices: np.ndarray) -> tuple[np.ndarray, str]:
-    """napari (row, col) shape data in level-0 pixels for level-0 (x, y) vertices."""
-    rc = np.asarray(vertices, dtype=np.float64)[:, ::-1]
-    if kind == "ellipse":
-        (r0, c0), (r1, c1) = rc[0], rc[1]
-        return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]), "ellipse"
-    if kind == "rectangle":
-        return rc, "rectangle"
-    if kind in ("line", "arrow", "ruler"):
-        return rc, "path"
-    return rc, "polygon"
+
+# -- annotations <-> Shapes layers -----------------------------------------------------
+#
+# Shapes hold (row, col) level-0 pixels and carry the slide's scale, so they overlay the
+# slide exactly. A polygon with holes is one napari polygon that walks its outer ring,
+# then each hole and back (napari fills such a polygon with the holes left open). The
+# layer's metadata keeps the annotation layer it came from, so that saving writes every
+# untouched region back verbatim and an edited one keeps its id and attributes.
+
+META_LAYER = "slideseg_annotation_layer"
+META_SET = "slideseg_annotation_set"
+META_SHAPES = "slideseg_shapes"  # region index -> (holes' region indices, shown data)
+SHAPE_TYPES = {"polygon": "polygon", "spline": "polygon", "rectangle": "rectangle",
+               "ellipse": "ellipse", "arrow": "line", "ruler": "line", "line": "path"}
+FEATURE_COLUMNS = ("region", "id", "text", "type", "negative", "class", "area_um2",
+                   "length_um")
 
 
-def regions_layer_data(
-    name: str,
-    regions: list[tuple[str, np.ndarray, bool]],
-    color: tuple[int, int, int],
-    scale: tuple[float, float],
-    units: tuple[str, str] = ("µm", "µm"),
-) -> LayerDataTuple:
-    """A Shapes layer for one annotation layer.
+def _open_ring(vertices: np.ndarray) -> np.ndarray:
+    if len(vertices) > 1 and np.array_equal(vertices[0], vertices[-1]):
+        return vertices[:-1]
+    return vertices
+
+
+def _bridged(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
+    """(x, y) ring walk: outer ring, then each hole ring and back to the outer start."""
+    ring = _open_ring(outer)
+    parts = [ring, ring[:1]]
+    for hole in holes:
+        h = _open_ring(hole)
+        if len(h) >= 3:
+            parts += [h, h[:1], ring[:1]]
+    return np.vstack(parts)
+
+
+def _unbridge(xy: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Split a ring walk made by :func:`_bridged` back into (outer, holes)."""
+    start = xy[0]
+    closes = np.flatnonzero((xy[1:] == start).all(axis=1))
+    if not len(closes):
+        return xy, []
+    outer_end = int(closes[0]) + 1
+    outer, rest, holes = xy[:outer_end], xy[outer_end + 1:], []
+    while len(rest) >= 4:
+        h0 = rest[0]
+        back = np.flatnonzero((rest[1:] == h0).all(axis=1))
+        if not len(back):
+            return xy, []
+        end = int(back[0]) + 1
+        holes.append(rest[:end])
+        rest = rest[end + 2:]  # skip the hole's closing vertex and the bridge back
+    return outer, holes
+
+
+def _shape_of(region: Region, holes: list[np.ndarray]) -> tuple[np.ndarray, str] | None:
+    """napari (row, col) data and shape type for a region, or None if Shapes cannot show it."""
+    kind = SHAPE_TYPES.get(region.type, "polygon" if region.is_area else None)
+    v = region.vertices
+    if kind is None or len(v) < 2 or (kind == "polygon" and len(v) < 3):
+        return None
+    if kind == "ellipse" and len(v) == 2:
+        (x0, y0), (x1, y1) = v
+        return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], np.float64), "ellipse"
+    if kind == "rectangle" and len(v) != 4:
+        kind = "polygon"
+    if kind == "line" and len(v) != 2:
+        kind = "path"
+    if kind == "polygon":
+        return _bridged(v, holes)[:, ::-1].copy(), kind
+    return v[:, ::-1].copy(), kind
+
+
+def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float],
+                           units: tuple[str, str] = ("µm", "µm"),
+                           mpp: float | None = None) -> list[LayerDataTuple]:
+    """One Shapes layer per annotation layer, in the slide's world frame.
 
     Parameters
     ----------
-    name : str
-        Layer name (the annotation class).
-    regions : list of (kind, vertices, negative)
-        ``vertices`` are level-0 pixel (x, y); negative regions (holes) are drawn with a
-        dashed-looking white edge and no fill.
-    color : (r, g, b)
+    annotations : AnnotationSet
+        Vertices in level-0 pixel (x, y).
     scale : (sy, sx)
-        World units per level-0 pixel, as :func:`slide_scale` gives.
+        World units per level-0 pixel of the slide they belong to (:func:`slide_scale`).
     units : (str, str)
-        The slide layer's units (:func:`slide_units`), so napari can render both.
+        The slide layer's units.
+    mpp : float, optional
+        Micrometres per pixel for the µm² / µm features (default: the annotations').
+
+    Notes
+    -----
+    Negative regions that lie inside a positive region of their layer become holes of
+    that polygon; others are drawn as their own shapes with a white edge. Regions Shapes
+    cannot draw (points) are kept in the layer's metadata and saved with it.
     """
+    mpp = mpp if mpp is not None else annotations.mpp
+    out = []
+    for layer in annotations:
+        out.append(_layer_data(layer, annotations, scale, units, mpp))
+    return out
+
+
+def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple[float, float],
+                units: tuple[str, str], mpp: float | None) -> LayerDataTuple:
+    regions = layer.regions
+    negatives = [i for i, r in enumerate(regions) if r.negative and r.is_area]
+    positives = [i for i, r in enumerate(regions) if r.is_area and not r.negative]
+    holes_of: dict[int, list[int]] = {i: [] for i in range(len(regions))}
+    shown_alone = set(range(len(regions))) - set(negatives)
+    if negatives and positives:
+        assigned, orphans = holes_by_containment(
+            [regions[i].outline() for i in positives], [regions[j].outline() for j in negatives])
+        for i, hole_ids in zip(positives, assigned, strict=True):
+            holes_of[i] = [negatives[j] for j in hole_ids]
+        shown_alone |= {negatives[j] for j in orphans}
+    else:
+        shown_alone |= set(negatives)
     data, types, edges, faces = [], [], [], []
-    rgba = np.array([*color, 255], float) / 255
-    for kind, vertices, negative in regions:
-        shape, shape_type = _shape_data(kind, vertices)
-        data.append(shape)
+    features: dict[str, list[Any]] = {c: [] for c in FEATURE_COLUMNS}
+    shapes_meta: dict[int, tuple[list[int], np.ndarray]] = {}
+    rgba = np.array([*layer.color, 255], float) / 255
+    area_scale = (mpp or 1.0) ** 2
+    for i in sorted(shown_alone):
+        region = regions[i]
+        hole_rings = [h for h in region.holes] + [regions[j].outline() for j in holes_of[i]]
+        shape = _shape_of(region, hole_rings)
+        if shape is None:
+            continue
+        shape_data, shape_type = shape
+        data.append(shape_data)
         types.append(shape_type)
-        edges.append(np.array([1, 1, 1, 1.0]) if negative else rgba)
-        faces.append(np.array([1, 1, 1, 0.35]) if negative else np.array([*rgba[:3], 0.15]))
-    features = {"negative": [n for _, _, n in regions], "type": [k for k, _, _ in regions]}
-    return (data, {"name": name, "shape_type": types, "edge_color": edges,
-                   "face_color": faces, "edge_width": 2,
-                   "scale": scale, "units": units, "features": features}, "shapes")
+        shapes_meta[i] = (holes_of[i], shape_data.copy())
+        edges.append(np.array([1, 1, 1, 1.0]) if region.negative else rgba)
+        faces.append(np.array([1, 1, 1, 0.25]) if region.negative
+                     else np.array([*rgba[:3], 0.2 if region.is_area else 0.0]))
+        area = region.area() - sum(regions[j].area() for j in holes_of[i])
+        features["region"].append(i)
+        features["id"].append(region.id or "")
+        features["text"].append(region.text)
+        features["type"].append(region.type)
+        features["negative"].append(region.negative)
+        features["class"].append(layer.class_name)
+        features["area_um2"].append(area * area_scale if mpp else np.nan)
+        features["length_um"].append(region.length() * mpp if mpp else np.nan)
+    kwargs = {
+        "name": _display_name(layer),
+        "shape_type": types, "edge_color": edges if edges else rgba,
+        "face_color": faces if faces else np.array([*rgba[:3], 0.2]),
+        "edge_width": 2, "scale": scale, "units": units, "features": features,
+        "feature_defaults": {"region": -1, "id": "", "text": "", "type": "",
+                             "negative": False, "class": layer.class_name,
+                             "area_um2": np.nan, "length_um": np.nan},
+        "metadata": {META_LAYER: layer, META_SET: annotations, META_SHAPES: shapes_meta},
+    }
+    if not data:
+        kwargs.pop("shape_type")
+    return (data, kwargs, "shapes")
+
+
+NEW_TYPES = {"polygon": "polygon", "rectangle": "rectangle", "ellipse": "ellipse",
+             "path": "line", "line": "line"}
+
+
+def _region_from_shape(data: np.ndarray, shape_type: str) -> tuple[Region, list[np.ndarray]]:
+    """A new region (and its holes) from napari (row, col) level-0 data."""
+    xy = np.asarray(data, np.float64)[:, -2:][:, ::-1]
+    if shape_type == "ellipse":
+        # napari stores an ellipse as its 4 bounding-box corners (possibly rotated)
+        x0, y0 = xy.min(axis=0)
+        x1, y1 = xy.max(axis=0)
+        return Region([[x0, y0], [x1, y1]], type="ellipse"), []
+    if shape_type == "polygon":
+        outer, holes = _unbridge(xy)
+        return Region(outer, type="polygon"), holes
+    if shape_type == "line":
+        return Region(xy, type="ruler" if len(xy) == 2 else "line"), []
+    return Region(xy, type=NEW_TYPES.get(shape_type, "polygon")), []
+
+
+def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
+                          mpp: float | None = None) -> AnnotationSet:
+    """Shapes layer data (``(data, attributes)`` pairs, as npe2 writers get) to annotations.
+
+    Regions imported from a file and left untouched are returned as they were; moved or
+    reshaped ones keep their id, text and attributes, with Length/Area (and the micron
+    versions) recomputed; shapes drawn in napari become new regions (fresh ids are
+    given by the writer).
+    """
+    base: AnnotationSet | None = None
+    out_layers: list[AnnotationLayer] = []
+    for data, attrs in layers:
+        meta = attrs.get("metadata") or {}
+        source: AnnotationLayer | None = meta.get(META_LAYER)
+        if base is None and meta.get(META_SET) is not None:
+            base = meta[META_SET]
+        shapes_meta: dict[int, tuple[list[int], np.ndarray]] = meta.get(META_SHAPES) or {}
+        features = attrs.get("features")
+        feats = features if features is not None else {}
+        n = len(data)
+        region_col = list(feats["region"]) if "region" in feats else [-1] * n
+        text_col = list(feats["text"]) if "text" in feats else [""] * n
+        types = attrs.get("shape_type") or ["polygon"] * n
+        if isinstance(types, str):
+            types = [types] * n
+        color = tuple(int(round(c * 255)) for c in np.asarray(
+            attrs.get("edge_color", [[1, 1, 0, 1]]), float).reshape(-1, 4)[0][:3]) \
+            if n else (255, 255, 0)
+        if source is not None:
+            shown_name = attrs.get("name", "")
+            layer = AnnotationLayer(
+                name=source.name if shown_name == _display_name(source) else shown_name,
+                color=source.color, attributes=dict(source.attributes),
+                extra=dict(source.extra))
+        else:
+            layer = AnnotationLayer(name=attrs.get("name", ""), color=color)
+        kept: list[tuple[float, Region]] = []
+        shown = set()
+        for k in range(n):
+            idx = int(region_col[k]) if region_col[k] is not None and \
+                not (isinstance(region_col[k], float) and np.isnan(region_col[k])) else -1
+            shape = np.asarray(data[k], np.float64)
+            if source is not None and idx in shapes_meta and 0 <= idx < len(source.regions):
+                shown.add(idx)
+                hole_ids, original = shapes_meta[idx]
+                region = source.regions[idx]
+                text = str(text_col[k]) if text_col[k] is not None else region.text
+                if original.shape == shape.shape and np.array_equal(original, shape):
+                    if text != region.text:
+                        region = _copy(region, text=text)
+                    kept.append((idx, region))
+                    kept.extend((j, source.regions[j]) for j in hole_ids)
+                    continue
+                new, holes = _region_from_shape(shape, types[k])
+                if region.type not in ("ellipse", "rectangle", "arrow", "ruler"):
+                    new.type = region.type if new.type == "polygon" else new.type
+                elif region.type in ("arrow", "ruler") and new.type in ("ruler", "line"):
+                    new.type = region.type
+                edited = _copy(region, vertices=new.vertices, text=text, type=new.type,
+                               remeasure=True)
+                edited.holes = [] if hole_ids else holes
+                kept.append((idx, edited))
+                for pos, j in enumerate(hole_ids):
+                    if pos < len(holes):
+                        kept.append((j, _copy(source.regions[j], vertices=holes[pos],
+                                              remeasure=True)))
+                for extra_hole in holes[len(hole_ids):] if hole_ids else []:
+                    kept.append((idx + 0.5, Region(extra_hole, negative=True, text=text)))
+                continue
+            new, holes = _region_from_shape(shape, types[k])
+            new.text = str(text_col[k]) if text_col[k] is not None else ""
+            new.holes = holes
+            kept.append((1e12 + k, new))
+        if source is not None:  # regions napari cannot show (points) are kept as they were
+            hidden = [i for i, r in enumerate(source.regions)
+                      if i not in shapes_meta and not any(i in h for h, _ in
+                                                          shapes_meta.values())]
+            kept.extend((i, source.regions[i]) for i in hidden if not source.regions[i].is_area
+                        and _shape_of(source.regions[i], []) is None)
+        kept.sort(key=lambda t: t[0])
+        layer.regions = [r for _, r in kept]
+        out_layers.append(layer)
+    result = AnnotationSet(out_layers, attributes=dict(base.attributes) if base else None,
+                           extra=dict(base.extra) if base else None)
+    if mpp is not None:
+        result.mpp = mpp
+    return result
+
+
+def _copy(region: Region, *, vertices: np.ndarray | None = None, text: str | None = None,
+          type: str | None = None, remeasure: bool = False) -> Region:
+    """A copy of an imported region with new geometry or text; ids and attributes kept."""
+    new = Region(region.vertices if vertices is None else vertices,
+                 type=region.type if type is None else type, negative=region.negative,
+                 text=region.text if text is None else text,
+                 attributes=dict(region.attributes), holes=list(region.holes),
+                 z=None if vertices is not None else region.z, group=region.group,
+                 extra=dict(region.extra))
+    if vertices is not None:
+        new.extra.pop("aperio_no_z", None)
+    if remeasure:
+        new.extra["remeasure"] = True
+    return new
+
+
+def _display_name(layer: AnnotationLayer) -> str:
+    return layer.name or layer.class_name or "annotations"

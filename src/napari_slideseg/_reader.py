@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["napari_get_reader", "read_slide"]
+__all__ = ["napari_get_reader", "read_slide", "napari_get_annotation_reader",
+           "read_annotation_layers", "sidecar_annotations"]
 
+ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
 # Suffixes of formats OpenSlide reads, plus TIFF for the tifffile backend.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
                   ".svslide", ".bif", ".dcm", ".btf")
@@ -40,8 +42,11 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[Any]] | Non
 
 
 def read_slide(path: str | list[str]) -> list[Any]:
-    """Open ``path`` and return its layer data: the slide as a multiscale image."""
-    from ._layers import slide_layer_data
+    """Open ``path`` and return its layer data: the slide as a multiscale image, plus the
+    annotations of a sidecar file with the same stem beside it (``slide.xml`` for
+    ``slide.svs``), aligned to the slide."""
+    from ._layers import annotation_layers_data, slide_layer_data, slide_scale, slide_units
+    from .core.annotations import read_annotations
     from .core.slide import open_slide
 
     if isinstance(path, list):
@@ -49,4 +54,92 @@ def read_slide(path: str | list[str]) -> list[Any]:
     # Inside a viewer one damaged tile must not stop the whole view: it is shown as
     # background and reported once as a warning.
     slide = open_slide(path, tile_errors="fill")
-    return [slide_layer_data(slide)]
+    layers = [slide_layer_data(slide)]
+    sidecar = sidecar_annotations(slide.path)
+    if sidecar is not None:
+        annotations = read_annotations(sidecar)
+        mpp = slide.mpp[0] if slide.mpp else annotations.mpp
+        layers += annotation_layers_data(annotations, slide_scale(slide), slide_units(slide),
+                                         mpp=mpp)
+    return layers
+
+
+def sidecar_annotations(slide_path: Path) -> Path | None:
+    """The annotation file beside a slide with the same stem, if there is one."""
+    from .core.annotations import sniff_format
+    from .core.errors import AnnotationError
+
+    slide_path = Path(slide_path)
+    if slide_path.is_dir():
+        return None
+    stems = {slide_path.stem, slide_path.name.split(".")[0]}
+    for stem in stems:
+        for suffix in ANNOTATION_SUFFIXES:
+            candidate = slide_path.with_name(stem + suffix)
+            if candidate.is_file():
+                try:
+                    sniff_format(candidate)
+                except (AnnotationError, OSError):
+                    continue
+                return candidate
+    return None
+
+
+def napari_get_annotation_reader(path: str | list[str]) -> Callable[[Any], list[Any]] | None:
+    """Return :func:`read_annotation_layers` for Aperio/ASAP XML and GeoJSON files."""
+    from .core.annotations import sniff_format
+    from .core.errors import AnnotationError
+
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(os.fspath(path))
+    if p.suffix.lower() not in ANNOTATION_SUFFIXES or not p.is_file():
+        return None
+    try:
+        sniff_format(p)
+    except (AnnotationError, OSError):
+        return None
+    return read_annotation_layers
+
+
+def read_annotation_layers(path: str | list[str]) -> list[Any]:
+    """Annotation file -> Shapes layers, aligned to the slide the current viewer shows.
+
+    With a slide layer open, the shapes take its scale (level-0 px x mpp), so they overlay
+    it exactly; otherwise they use the file's own MicronsPerPixel (or pixels if unknown).
+    """
+    from ._layers import annotation_layers_data, slide_scale, slide_units
+    from .core.annotations import read_annotations
+
+    if isinstance(path, list):
+        path = path[0]
+    annotations = read_annotations(path)
+    slide = _current_slide()
+    if slide is not None:
+        mpp = slide.mpp[0] if slide.mpp else annotations.mpp
+        return annotation_layers_data(annotations, slide_scale(slide), slide_units(slide),
+                                      mpp=mpp)
+    if annotations.mpp:
+        scale, units = (annotations.mpp, annotations.mpp), ("µm", "µm")
+    else:
+        scale, units = (1.0, 1.0), ("pixel", "pixel")
+    return annotation_layers_data(annotations, scale, units)
+
+
+def _current_slide() -> Any:
+    """The slide of the topmost slide layer in the current napari viewer, if any."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # no napari, or no viewer
+        return None
+    if viewer is None:
+        return None
+    for layer in reversed(list(viewer.layers)):
+        slide = layer.metadata.get("slideseg_slide") if hasattr(layer, "metadata") else None
+        if slide is not None:
+            return slide
+    return None

@@ -14,19 +14,13 @@ def sample_slide() -> list[Any]:
 
 def sample_layers(folder: Any = None) -> list[Any]:
     """Layer data of the sample written to ``folder`` (default: the user cache)."""
-    from ._layers import regions_layer_data, slide_layer_data, slide_scale, slide_units
+    from ._layers import annotation_layers_data, slide_layer_data, slide_scale, slide_units
     from .core.sample import make_sample_slide
     from .core.slide import open_slide
 
     sample = make_sample_slide(folder)
     slide = open_slide(sample.slide, tile_errors="fill")
     layers = [slide_layer_data(slide, name="sample slide")]
-    scale = slide_scale(slide)
-    by_layer: dict[str, list[tuple[str, Any, bool]]] = {}
-    for region in sample.regions:
-        by_layer.setdefault(region.layer, []).append((region.kind, region.vertices,
-                                                      region.negative))
-    for name, regions in by_layer.items():
-        layers.append(regions_layer_data(name, regions, sample.colors[name], scale,
-                                         slide_units(slide)))
+    layers += annotation_layers_data(sample.annotation_set, slide_scale(slide),
+                                     slide_units(slide))
     return layers

@@ -99,7 +99,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sample = make_sample_slide(out)
     print(f"sample slide        {sample.slide}  ({time.perf_counter() - start:.1f} s)")
-    print(f"sample annotations  {sample.annotations}  ({len(sample.regions)} regions)")
+    print(f"sample annotations  {sample.annotations}  ({sample.region_count} regions)")
     if not args.headless and _has_display():
         return _demo_gui(out)
     if not args.headless:
@@ -133,16 +133,10 @@ def _demo_headless(sample, folder: Path) -> int:  # type: ignore[no-untyped-def]
         w0, h0 = slide.dimensions
         overview = np.ascontiguousarray(slide.get_thumbnail((1024, 1024)))
         sx, sy = overview.shape[1] / w0, overview.shape[0] / h0
-        for region in sample.regions:
-            colour = sample.colors[region.layer]
-            pts = np.round(region.vertices * (sx, sy)).astype(np.int32)
-            if region.kind == "ellipse":
-                (x0, y0), (x1, y1) = pts
-                cv2.ellipse(overview, ((x0 + x1) // 2, (y0 + y1) // 2),
-                            (abs(x1 - x0) // 2, abs(y1 - y0) // 2), 0, 0, 360, colour, 2)
-            else:
-                cv2.polylines(overview, [pts], True,
-                              (255, 255, 255) if region.negative else colour, 2)
+        for layer, region in sample.annotation_set.regions():
+            pts = np.round(region.outline() * (sx, sy)).astype(np.int32)
+            cv2.polylines(overview, [pts], True,
+                          (255, 255, 255) if region.negative else layer.color, 2)
         level = slide.level_count - 1
         lw, lh = slide.level_dimensions[level]
         tile = slide.read_region((w0 // 2 - 256, h0 // 2 - 256), 0, (512, 512))

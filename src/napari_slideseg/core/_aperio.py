@@ -345,16 +345,13 @@ def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str],
     code = _aperio_type(region, lost, label)
     keys = region.extra.get("aperio_keys")
     attrs: dict[str, Any] = {}
+    measures = _measures(region, mpp)
     if keys is None:
         counter["region"] += 1
-        length, area = region.length(), region.area()
         base: dict[str, Any] = {
             "Id": region.attributes.get("Id", str(counter["region"])), "Type": code,
             "Zoom": "1", "Selected": "0", "ImageLocation": "", "ImageFocus": "-1",
-            "Length": _fmt(round(length, 6)), "Area": _fmt(round(area, 6)),
-            "LengthMicrons": _fmt(round(length * mpp, 6)) if mpp else "0",
-            "AreaMicrons": _fmt(round(area * mpp * mpp, 6)) if mpp else "0",
-            "Text": region.text, "NegativeROA": "1" if region.negative else "0",
+            **measures, "Text": region.text, "NegativeROA": "1" if region.negative else "0",
             "InputRegionId": "0", "Analyze": "0" if not region.is_area else "1",
             "DisplayId": str(counter["region"])}
         base.update({k: v for k, v in region.attributes.items() if k in base})
@@ -377,6 +374,8 @@ def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str],
         if "NegativeROA" not in keys and region.negative:
             attrs["NegativeROA"] = "1"
         attrs.update({k: v for k, v in region.attributes.items() if k not in attrs})
+        if region.extra.get("remeasure"):  # reshaped in napari: its measures are stale
+            attrs.update({k: v for k, v in measures.items() if k in attrs})
     write(f"\t\t\t<Region{format_attrs(attrs)}>\n")
     layout = region.extra.get("aperio_layout")
     if layout is None:
@@ -387,6 +386,14 @@ def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str],
         else:
             _write_vertices(region, write)
     write("\t\t\t</Region>\n")
+
+
+def _measures(region: Region, mpp: float | None) -> dict[str, str]:
+    """ImageScope's Length/Area (level-0 px) and their micron versions (0 if mpp unknown)."""
+    length, area = region.length(), region.area()
+    return {"Length": _fmt(round(length, 6)), "Area": _fmt(round(area, 6)),
+            "LengthMicrons": _fmt(round(length * mpp, 6)) if mpp else "0",
+            "AreaMicrons": _fmt(round(area * mpp * mpp, 6)) if mpp else "0"}
 
 
 def _write_vertices(region: Region, write: Callable[[str], Any]) -> None:

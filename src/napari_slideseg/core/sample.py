@@ -12,33 +12,36 @@ from pathlib import Path
 
 import numpy as np
 
+from .annotations import (
+    AnnotationLayer,
+    AnnotationSet,
+    Region,
+    read_annotations,
+    write_annotations,
+)
+from .errors import AnnotationError
 from .synthetic import downsample_levels, pyramid_dimensions, tissue_image, write_aperio_svs
 
-__all__ = ["SampleRegion", "SampleSlide", "make_sample_slide", "default_sample_dir"]
+__all__ = ["SampleSlide", "make_sample_slide", "default_sample_dir"]
 
 SAMPLE_SIZE = (3001, 2203)  # (w, h): not divisible by the downsamples, like real scans
 SAMPLE_DOWNSAMPLES = (1, 4, 16)
 SAMPLE_MPP = 0.5
 SAMPLE_MAG = 20
-SAMPLE_VERSION = "1"
-
-
-@dataclass
-class SampleRegion:
-    """One annotated region of the sample, in level-0 pixel (x, y) coordinates."""
-
-    layer: str
-    kind: str  # 'polygon', 'rectangle' or 'ellipse'
-    vertices: np.ndarray  # (N, 2) float64, level-0 (x, y)
-    negative: bool = False
+SAMPLE_VERSION = "2"
 
 
 @dataclass
 class SampleSlide:
+    """The sample's files and its annotations (level-0 pixel (x, y) vertices)."""
+
     slide: Path
     annotations: Path
-    regions: list[SampleRegion] = field(default_factory=list)
-    colors: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    annotation_set: AnnotationSet = field(default_factory=AnnotationSet)
+
+    @property
+    def region_count(self) -> int:
+        return self.annotation_set.region_count
 
 
 LAYER_COLORS = {"Tumour": (220, 30, 30), "Stroma": (20, 160, 60), "Glass": (30, 60, 220)}
@@ -66,7 +69,7 @@ def _contours(mask: np.ndarray, scale: float, min_area: float,
     return out
 
 
-def _regions(masks: dict[str, np.ndarray], size: tuple[int, int]) -> list[SampleRegion]:
+def _annotations(masks: dict[str, np.ndarray], size: tuple[int, int]) -> AnnotationSet:
     """Annotations a pathologist would draw on the sample, from its ground-truth masks."""
     import cv2
 
@@ -74,65 +77,24 @@ def _regions(masks: dict[str, np.ndarray], size: tuple[int, int]) -> list[Sample
     f = 8
     small = {k: cv2.resize(v.astype(np.uint8), (w // f, h // f),
                            interpolation=cv2.INTER_NEAREST) for k, v in masks.items()}
-    regions: list[SampleRegion] = []
+    layers = {name: AnnotationLayer(name=name, color=color)
+              for name, color in LAYER_COLORS.items()}
     for poly in _contours(small["tumour"], f, 40, 1.5):
-        regions.append(SampleRegion("Tumour", "polygon", poly))
-    for poly in _contours(small["lumen"], f, 3, 0.8):
-        regions.append(SampleRegion("Tumour", "polygon", poly, negative=True))
+        layers["Tumour"].regions.append(Region(np.round(poly, 2), type="polygon"))
+    for poly in _contours(small["lumen"], f, 3, 0.8):  # lumens: ImageScope negative regions
+        layers["Tumour"].regions.append(Region(np.round(poly, 2), type="polygon",
+                                               negative=True, text="lumen"))
     stroma = small["tissue"].astype(bool) & ~small["tumour"].astype(bool)
     dist = cv2.distanceTransform(stroma.astype(np.uint8), cv2.DIST_L2, 5)
     cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
     r = float(dist[cy, cx]) * f * 0.6
     x, y = (cx + 0.5) * f, (cy + 0.5) * f
-    regions.append(SampleRegion("Stroma", "rectangle", np.array(
-        [[x - r, y - r], [x + r, y - r], [x + r, y + r], [x - r, y + r]])))
-    regions.append(SampleRegion("Glass", "ellipse", np.array(
-        [[w * 0.03, h * 0.04], [w * 0.16, h * 0.16]])))
-    return regions
-
-
-_APERIO_TYPES = {"polygon": "0", "rectangle": "1", "ellipse": "2"}
-
-
-def _colorref(rgb: tuple[int, int, int]) -> int:
-    r, g, b = rgb
-    return r + 256 * g + 65536 * b
-
-
-def write_sample_annotations(path: Path, regions: list[SampleRegion], mpp: float) -> Path:
-    """Write the sample regions as Aperio ImageScope XML (atomically)."""
-    from xml.etree import ElementTree as ET
-
-    root = ET.Element("Annotations", MicronsPerPixel=f"{mpp:.6f}")
-    layers: dict[str, ET.Element] = {}
-    counts: dict[str, int] = {}
-    for region in regions:
-        if region.layer not in layers:
-            ann = ET.SubElement(root, "Annotation", Id=str(len(layers) + 1), Name=region.layer,
-                                ReadOnly="0", NameReadOnly="0", LineColorReadOnly="0",
-                                Incremental="0", Type="4",
-                                LineColor=str(_colorref(LAYER_COLORS[region.layer])),
-                                Visible="1", Selected="0", MarkupImagePath="", MacroName="")
-            ET.SubElement(ann, "Attributes")
-            ET.SubElement(ann, "Regions")
-            ET.SubElement(ann, "Plots")
-            layers[region.layer] = ann
-        ann = layers[region.layer]
-        counts[region.layer] = counts.get(region.layer, 0) + 1
-        element = ET.SubElement(ann.find("Regions"), "Region",  # type: ignore[arg-type]
-                                Id=str(counts[region.layer]),
-                                Type=_APERIO_TYPES[region.kind], Zoom="1", Selected="0",
-                                ImageLocation="", ImageFocus="-1", Text="",
-                                NegativeROA="1" if region.negative else "0",
-                                InputRegionId="0", Analyze="1", DisplayId=str(counts[region.layer]))
-        ET.SubElement(element, "Attributes")
-        vertices = ET.SubElement(element, "Vertices")
-        for vx, vy in region.vertices:
-            ET.SubElement(vertices, "Vertex", X=f"{vx:.2f}", Y=f"{vy:.2f}", Z="0")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=False)
-    os.replace(tmp, path)
-    return path
+    layers["Stroma"].regions.append(Region(np.round(np.array(
+        [[x - r, y - r], [x + r, y - r], [x + r, y + r], [x - r, y + r]]), 2),
+        type="rectangle"))
+    layers["Glass"].regions.append(Region(np.round(np.array(
+        [[w * 0.03, h * 0.04], [w * 0.16, h * 0.16]]), 2), type="ellipse"))
+    return AnnotationSet(layers.values(), mpp=SAMPLE_MPP)
 
 
 def make_sample_slide(folder: str | os.PathLike[str] | None = None, *, seed: int = 7,
@@ -153,24 +115,19 @@ def make_sample_slide(folder: str | os.PathLike[str] | None = None, *, seed: int
     SampleSlide
         Paths of both files and the regions (level-0 pixel (x, y) vertices).
     """
-    import json
-
     out = Path(folder) if folder is not None else default_sample_dir()
     out.mkdir(parents=True, exist_ok=True)
     slide_path, xml_path = out / "sample.svs", out / "sample.xml"
-    regions_path = out / ".sample-regions.json"
-    if not overwrite and slide_path.exists() and xml_path.exists() and regions_path.exists():
+    stamp = out / ".sample-seed"
+    if not overwrite and slide_path.exists() and xml_path.exists() and stamp.exists() \
+            and stamp.read_text().strip() == str(seed):
         try:
-            stored = json.loads(regions_path.read_text())
-            if stored.get("seed") == seed:
-                regions = [SampleRegion(r["layer"], r["kind"], np.asarray(r["vertices"], float),
-                                        bool(r["negative"])) for r in stored["regions"]]
-                return SampleSlide(slide_path, xml_path, regions, dict(LAYER_COLORS))
-        except (ValueError, KeyError, TypeError):
+            return SampleSlide(slide_path, xml_path, read_annotations(xml_path))
+        except AnnotationError:
             pass  # regenerate below
     w, h = SAMPLE_SIZE
     image, masks = tissue_image(w, h, seed=seed, nucleus_radius=4.0)
-    regions = _regions(masks, (w, h))
+    annotations = _annotations(masks, (w, h))
     sizes = pyramid_dimensions(w, h, SAMPLE_DOWNSAMPLES)
     levels = downsample_levels(image, sizes)
     label = np.full((300, 600, 3), 250, np.uint8)
@@ -178,10 +135,6 @@ def make_sample_slide(folder: str | os.PathLike[str] | None = None, *, seed: int
     write_aperio_svs(slide_path, sizes, lambda lv, x, y, ww, hh: levels[lv][y:y + hh, x:x + ww],
                      tile=256, mpp=SAMPLE_MPP, app_mag=SAMPLE_MAG, quality=85, label=label,
                      macro=levels[-1].copy())
-    write_sample_annotations(xml_path, regions, SAMPLE_MPP)
-    tmp = regions_path.with_name(regions_path.name + ".part")
-    tmp.write_text(json.dumps({"seed": seed, "regions": [
-        {"layer": r.layer, "kind": r.kind, "vertices": r.vertices.tolist(),
-         "negative": r.negative} for r in regions]}))
-    os.replace(tmp, regions_path)
-    return SampleSlide(slide_path, xml_path, regions, dict(LAYER_COLORS))
+    write_annotations(annotations, xml_path, format="aperio", backup=False)
+    stamp.write_text(str(seed))
+    return SampleSlide(slide_path, xml_path, read_annotations(xml_path))
