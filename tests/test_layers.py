@@ -11,7 +11,12 @@ from napari_slideseg._writer import write_shapes
 
 
 def _pairs(layers):
-    return [(list(data), dict(kwargs)) for data, kwargs, _ in layers]
+    """Editable copies of layer data: lists of shapes, feature columns as lists."""
+    out = []
+    for data, kwargs, _ in layers:
+        kw = dict(kwargs, features={k: list(v) for k, v in kwargs["features"].items()})
+        out.append((list(data), kw))
+    return out
 
 
 def test_layers_follow_the_file(aperio_file):
@@ -22,8 +27,9 @@ def test_layers_follow_the_file(aperio_file):
     assert kind == "shapes" and kw["scale"] == (0.25, 0.25)
     # the negative region lies inside region 1: one polygon with a hole, not two shapes
     assert kw["shape_type"] == ["polygon", "rectangle", "ellipse", "line", "line"]
-    assert kw["features"]["id"] == ["1", "3", "4", "5", "6"]
-    assert kw["features"]["type"] == ["polygon", "rectangle", "ellipse", "arrow", "ruler"]
+    assert list(kw["features"]["id"]) == ["1", "3", "4", "5", "6"]
+    assert list(kw["features"]["type"]) == ["polygon", "rectangle", "ellipse", "arrow",
+                                            "ruler"]
     np.testing.assert_allclose(kw["edge_color"][0], [1, 0, 0, 1])  # COLORREF 255 = red
     polygon = data[0]  # (row, col): the outer ring, then the hole and back
     np.testing.assert_array_equal(polygon[0], [100, 100])

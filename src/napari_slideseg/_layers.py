@@ -3,6 +3,11 @@
 napari's world frame here is (row, col) in micrometres: every layer keeps its data in
 level-0 pixels and carries ``scale = (mpp_y, mpp_x)``, so slide, shapes and labels
 overlay exactly. A slide with unknown mpp is shown in pixels (scale 1).
+
+Annotation formats (and OpenSlide) put pixel (i, j)'s top-left corner at (x, y) =
+(j, i), while napari centres an image pixel on its index. The slide layer is therefore
+translated by half a level-0 pixel, so that world = level-0 (x, y) × mpp holds for image
+and shapes alike, and a vertex on a pixel edge is drawn on that edge.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerDataTuple:
         "multiscale": len(pyramid) > 1,
         "contrast_limits": (0, 255),
         "scale": slide_scale(slide),
+        "translate": tuple(0.5 * s for s in slide_scale(slide)),
         "units": slide_units(slide),
         "axis_labels": ("y", "x"),
         "metadata": {
@@ -97,11 +103,13 @@ def _open_ring(vertices: np.ndarray) -> np.ndarray:
 def _bridged(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
     """(x, y) ring walk: outer ring, then each hole ring and back to the outer start."""
     ring = _open_ring(outer)
+    rings = [_open_ring(h) for h in holes]
+    rings = [h for h in rings if len(h) >= 3]
+    if not rings:
+        return ring
     parts = [ring, ring[:1]]
-    for hole in holes:
-        h = _open_ring(hole)
-        if len(h) >= 3:
-            parts += [h, h[:1], ring[:1]]
+    for h in rings:
+        parts += [h, h[:1], ring[:1]]
     return np.vstack(parts)
 
 
@@ -213,11 +221,13 @@ def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple
         features["class"].append(layer.class_name)
         features["area_um2"].append(area * area_scale if mpp else np.nan)
         features["length_um"].append(region.length() * mpp if mpp else np.nan)
+    dtypes = {"region": int, "negative": bool, "area_um2": float, "length_um": float}
+    columns = {c: np.array(v, dtype=dtypes.get(c, object)) for c, v in features.items()}
     kwargs = {
         "name": _display_name(layer),
         "shape_type": types, "edge_color": edges if edges else rgba,
         "face_color": faces if faces else np.array([*rgba[:3], 0.2]),
-        "edge_width": 2, "scale": scale, "units": units, "features": features,
+        "edge_width": 2, "scale": scale, "units": units, "features": columns,
         "feature_defaults": {"region": -1, "id": "", "text": "", "type": "",
                              "negative": False, "class": layer.class_name,
                              "area_um2": np.nan, "length_um": np.nan},
@@ -268,6 +278,11 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
         features = attrs.get("features")
         feats = features if features is not None else {}
         n = len(data)
+        # level-0 px = data + translate / scale (0 for layers this module made)
+        scale = np.asarray(_get(attrs, "scale", (1.0, 1.0)), float)[-2:]
+        offset = np.asarray(_get(attrs, "translate", (0.0, 0.0)), float)[-2:] / scale
+        if np.any(offset):
+            data = [np.asarray(d, np.float64)[:, -2:] + offset for d in data]
         region_col = list(feats["region"]) if "region" in feats else [-1] * n
         text_col = list(feats["text"]) if "text" in feats else [""] * n
         types = attrs.get("shape_type") or ["polygon"] * n
@@ -351,6 +366,11 @@ def _copy(region: Region, *, vertices: np.ndarray | None = None, text: str | Non
     if remeasure:
         new.extra["remeasure"] = True
     return new
+
+
+def _get(attrs: dict[str, Any], key: str, default: Any) -> Any:
+    value = attrs.get(key)
+    return default if value is None else value
 
 
 def _display_name(layer: AnnotationLayer) -> str:

@@ -43,11 +43,21 @@ def write_shapes(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -
 
 
 def _mpp_of(attrs: dict[str, Any]) -> float | None:
-    """Micrometres per level-0 pixel from a layer's scale, when its units are µm."""
+    """Micrometres per level-0 pixel: the slide's when the layer is scaled to a slide open
+    in the current viewer, else the layer's scale when its units are µm."""
+    import numpy as np
+
+    from ._layers import slide_scale
+    from ._reader import _current_slide
+
     units = attrs.get("units")
     scale = attrs.get("scale")
     if scale is None:
         return None
+    slide = _current_slide()
+    if slide is not None and slide.mpp and np.allclose(np.asarray(scale, float)[-2:],
+                                                       slide_scale(slide)):
+        return float(slide.mpp[0])
     names = [str(u) for u in units] if units is not None else []
     if names and all(n in ("µm", "um", "micrometer", "micron") for n in names):
         return float(scale[-1])
