@@ -91,3 +91,34 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("info", "view", "demo"):
         assert command in out
+
+
+def test_convert_between_formats_and_report_losses(aperio_file, tmp_path, capsys):
+    from napari_slideseg import read_annotations
+
+    geo = tmp_path / "out.geojson"
+    assert main(["convert", str(aperio_file), str(geo)]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {geo} (geojson): 3 layers, 7 regions" in out
+    assert "not expressible in geojson" in out and "ellipse" in out
+    assert "layer '2': has no regions" in out
+    back = read_annotations(geo)
+    assert back.format == "geojson" and [la.name for la in back] == ["Tumour",
+                                                                      "Stroma & <other>"]
+    asap = tmp_path / "out.xml"
+    assert main(["convert", str(geo), str(asap), "--to", "asap"]) == 0
+    assert read_annotations(asap).format == "asap"
+    # OUT exists: refused without --force, replaced (with a backup) with it
+    assert main(["convert", str(geo), str(asap), "--to", "asap"]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["convert", str(geo), str(asap), "--to", "asap", "--force"]) == 0
+    assert (tmp_path / "out.xml~").exists()
+
+
+def test_convert_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<Annotations><Annotation></Annotations>")
+    assert main(["convert", str(bad), str(tmp_path / "x.geojson")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"napari-slideseg: error: {bad}: line 1, column")
+    assert "\n" not in err and not (tmp_path / "x.geojson").exists()

@@ -54,12 +54,42 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .core.annotations import read_annotations, write_annotations
+
+    src, dst = Path(args.input), Path(args.output)
+    if dst.exists() and not args.force:
+        raise SlideSegError(f"{dst}: exists; pass --force to replace it (a backup is kept "
+                            f"as {dst.name}~).")
+    if dst.resolve() == src.resolve():
+        raise SlideSegError(f"{dst}: is the input file; write to another file.")
+    annotations = read_annotations(src)
+    if args.mpp is not None:
+        annotations.mpp = args.mpp
+    lost = write_annotations(annotations, dst, format=args.to)
+    fmt = args.to or ("geojson" if dst.suffix.lower() in (".geojson", ".json") else "aperio")
+    print(f"{src} ({annotations.format}) -> {dst} ({fmt}): {len(annotations)} layers, "
+          f"{annotations.region_count} regions")
+    if lost:
+        print(f"not expressible in {fmt} ({len(lost)}):")
+        for line in lost:
+            print(f"  - {line}")
+    return 0
+
+
 def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                 or sys.platform in ("darwin", "win32"))
 
 
+def _annotation_reader_for(path: str) -> bool:
+    from ._reader import napari_get_annotation_reader
+
+    return napari_get_annotation_reader(path) is not None
+
+
 def _cmd_view(args: argparse.Namespace) -> int:
+    from .core.annotations import read_annotations
     from .core.slide import open_slide
 
     # Fail fast, with the package's message, before a window opens.
@@ -73,6 +103,9 @@ def _cmd_view(args: argparse.Namespace) -> int:
         manager = PluginManager.instance()
         manager.discover()
         for path in args.annotations:
+            if _annotation_reader_for(path):
+                read_annotations(path)  # fail fast with the file's own error
+                continue
             if not any(manager.iter_compatible_readers([path])):
                 raise SlideSegError(f"{path}: no installed napari reader opens this file "
                                     "type.")
@@ -84,7 +117,8 @@ def _cmd_view(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title=f"napari-slideseg: {Path(args.slide).name}")
     viewer.open(args.slide, plugin="napari-slideseg")
     for path in args.annotations:
-        viewer.open(path)
+        ours = _annotation_reader_for(path)
+        viewer.open(path, plugin="napari-slideseg" if ours else None)
     viewer.window.add_plugin_dock_widget("napari-slideseg", "Slide info")
     napari.run()
     return 0
@@ -176,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slide", help="slide file (or DICOM folder)")
     p.add_argument("annotations", nargs="*", help="annotation files to overlay")
     p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser(
+        "convert", help="convert annotations between Aperio XML, ASAP XML and GeoJSON",
+        description="Convert an annotation file between Aperio ImageScope XML, ASAP XML and "
+                    "QuPath GeoJSON. The input format is read from the file's content; the "
+                    "output format from --to or OUT's suffix (.xml: Aperio, .geojson/.json: "
+                    "GeoJSON). Anything the target format cannot express is listed.")
+    p.add_argument("input", metavar="IN", help="annotation file to read")
+    p.add_argument("output", metavar="OUT", help="annotation file to write")
+    p.add_argument("--to", choices=("aperio", "asap", "geojson"),
+                   help="output format (default: from OUT's suffix)")
+    p.add_argument("--mpp", type=float,
+                   help="micrometres per pixel to record (default: the input's)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
         "demo", help="generate the sample slide and show it (headless without a display)",

@@ -18,6 +18,7 @@ Every element and attribute is kept: what the model does not name is stored in
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -216,10 +217,15 @@ def _finish_region(region: Region, xs: list[str], ys: list[str], zs: list[str | 
 
 def _fmt_numbers(values: np.ndarray) -> list[str]:
     """Shortest exact text for each value: integers without a decimal point."""
-    if values.size and np.all(np.isfinite(values)) and np.all(values == np.round(values)) \
-            and np.abs(values).max() < 2**53:
+    if not values.size:
+        return []
+    integral = (values == np.round(values)) & (np.abs(values) < 2**53)
+    if integral.all():
         return [str(v) for v in values.astype(np.int64).tolist()]
-    return [repr(v) for v in values.tolist()]
+    if not integral.any():
+        return [repr(v) for v in values.tolist()]
+    return [str(int(v)) if i else repr(v)
+            for v, i in zip(values.tolist(), integral.tolist(), strict=True)]
 
 
 def _fmt(value: float) -> str:
@@ -246,7 +252,7 @@ def write_aperio(annotations: AnnotationSet, out: IO[str]) -> list[str]:
     mpp = annotations.mpp
     used_ids = {str(r.attributes.get("Id")) for _, r in annotations.regions()}
     used_layer_ids = {str(la.attributes.get("Id")) for la in annotations}
-    counter = {"region": _max_int(used_ids), "layer": _max_int(used_layer_ids)}
+    counter: dict[str, Any] = {"region": _max_int(used_ids), "layer": _max_int(used_layer_ids)}
 
     root = dict(annotations.attributes)
     if "MicronsPerPixel" not in root:
@@ -278,7 +284,7 @@ def _max_int(values: set[str]) -> int:
 
 
 def _write_layer(layer: AnnotationLayer, write: Callable[[str], Any], mpp: float | None,
-                 counter: dict[str, int], lost: list[str]) -> None:
+                 counter: dict[str, Any], lost: list[str]) -> None:
     keys = layer.extra.get("aperio_keys")
     attrs: dict[str, Any] = {}
     if keys is None:
@@ -314,7 +320,7 @@ def _write_layer(layer: AnnotationLayer, write: Callable[[str], Any], mpp: float
 
 
 def _write_regions(layer: AnnotationLayer, write: Callable[[str], Any], mpp: float | None,
-                   counter: dict[str, int], lost: list[str]) -> None:
+                   counter: dict[str, Any], lost: list[str]) -> None:
     write("\t\t<Regions>\n")
     layout = layer.extra.get("aperio_regions_layout")
     if layout is None:
@@ -340,12 +346,13 @@ def _write_regions(layer: AnnotationLayer, write: Callable[[str], Any], mpp: flo
 
 
 def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str], Any],
-                  mpp: float | None, counter: dict[str, int], lost: list[str]) -> None:
+                  mpp: float | None, counter: dict[str, Any], lost: list[str]) -> None:
     label = f"layer {layer.name!r}, region {region.id or region.text or '(new)'}"
     code = _aperio_type(region, lost, label)
     keys = region.extra.get("aperio_keys")
     attrs: dict[str, Any] = {}
     measures = _measures(region, mpp)
+    nested: dict[str, Any] = {}
     if keys is None:
         counter["region"] += 1
         base: dict[str, Any] = {
@@ -356,7 +363,8 @@ def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str],
             "DisplayId": str(counter["region"])}
         base.update({k: v for k, v in region.attributes.items() if k in base})
         attrs = base
-        attrs.update({k: v for k, v in region.attributes.items() if k not in attrs})
+        scalars, nested = _split_attributes(region.attributes)
+        attrs.update({k: v for k, v in scalars.items() if k not in attrs})
     else:
         for k in keys:
             if k == "Type":
@@ -379,13 +387,36 @@ def _write_region(region: Region, layer: AnnotationLayer, write: Callable[[str],
     write(f"\t\t\t<Region{format_attrs(attrs)}>\n")
     layout = region.extra.get("aperio_layout")
     if layout is None:
-        layout = [RawElement("Attributes"), "\0Vertices"]
+        # values ImageScope attributes cannot hold (GeoJSON measurements, metadata) go
+        # into the region's Attributes element, one Attribute per leaf
+        layout = [RawElement("Attributes", children=[
+            RawElement("Attribute", {"Name": name, "Id": str(i), "Value": value})
+            for i, (name, value) in enumerate(_flatten(nested))]), "\0Vertices"]
+    if region.group is not None and region.group not in counter.setdefault("groups", set()):
+        counter["groups"].add(region.group)
+        lost.append(f"{label}: ImageScope has no multi-part regions; the parts of "
+                    f"{region.group} are written as separate regions.")
     for item in layout:
         if isinstance(item, RawElement):
             write_raw(item, write, "\t\t\t\t")
         else:
             _write_vertices(region, write)
     write("\t\t\t</Region>\n")
+
+
+def _split_attributes(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    scalars = {k: v for k, v in attributes.items() if not isinstance(v, dict | list)}
+    nested = {k: v for k, v in attributes.items() if isinstance(v, dict | list)}
+    return scalars, nested
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items()
+                for item in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list):
+        return [(prefix, json.dumps(value))]
+    return [(prefix, "" if value is None else str(value))]
 
 
 def _measures(region: Region, mpp: float | None) -> dict[str, str]:

@@ -251,6 +251,10 @@ def write_geojson(annotations: AnnotationSet, out: IO[str]) -> list[str]:
     counter = 0
     for layer in annotations:
         regions = list(layer.regions)
+        if not regions:
+            lost.append(f"layer {layer.class_name!r}: has no regions, and GeoJSON has no "
+                        "empty classes; not written.")
+            continue
         negatives = [r for r in regions if r.negative and r.is_area]
         positives = [r for r in regions if not (r.negative and r.is_area)]
         hole_map: dict[int, list[np.ndarray]] = {}
