@@ -199,8 +199,7 @@ def _write_annotation(layer: AnnotationLayer, region: Region, index: int, write:
     attrs: dict[str, Any] = {}
     for k in keys:
         if k == "Name":
-            attrs[k] = region.text or (f"Annotation {index}" if "asap_order" not in region.extra
-                                       else region.text)
+            attrs[k] = region.text
         elif k == "Type":
             attrs[k] = code
         elif k == "PartOfGroup":
