@@ -25,6 +25,7 @@ __all__ = [
     "slide_layer_data",
     "associated_image_layer_data",
     "annotation_layers_data",
+    "annotation_labels_data",
     "shapes_to_annotations",
 ]
 
@@ -152,7 +153,9 @@ def _shape_of(region: Region, holes: list[np.ndarray]) -> tuple[np.ndarray, str]
 
 def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float],
                            units: tuple[str, str] = ("µm", "µm"),
-                           mpp: float | None = None) -> list[LayerDataTuple]:
+                           mpp: float | None = None,
+                           within: tuple[float, float, float, float] | None = None
+                           ) -> list[LayerDataTuple]:
     """One Shapes layer per annotation layer, in the slide's world frame.
 
     Parameters
@@ -165,6 +168,9 @@ def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float
         The slide layer's units.
     mpp : float, optional
         Micrometres per pixel for the µm² / µm features (default: the annotations').
+    within : (x0, y0, x1, y1), optional
+        Only regions whose bounding box meets this level-0 box (with their holes);
+        saving such a layer keeps every region it does not show as it was.
 
     Notes
     -----
@@ -175,12 +181,23 @@ def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float
     mpp = mpp if mpp is not None else annotations.mpp
     out = []
     for layer in annotations:
-        out.append(_layer_data(layer, annotations, scale, units, mpp))
+        out.append(_layer_data(layer, annotations, scale, units, mpp, within))
     return out
 
 
+def _meets(region: Region, box: tuple[float, float, float, float] | None) -> bool:
+    if box is None:
+        return True
+    v = region.vertices
+    if not len(v):
+        return False
+    (x0, y0), (x1, y1) = v.min(axis=0), v.max(axis=0)
+    return bool(x0 < box[2] and x1 >= box[0] and y0 < box[3] and y1 >= box[1])
+
+
 def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple[float, float],
-                units: tuple[str, str], mpp: float | None) -> LayerDataTuple:
+                units: tuple[str, str], mpp: float | None,
+                within: tuple[float, float, float, float] | None = None) -> LayerDataTuple:
     regions = layer.regions
     negatives = [i for i, r in enumerate(regions) if r.negative and r.is_area]
     positives = [i for i, r in enumerate(regions) if r.is_area and not r.negative]
@@ -201,6 +218,8 @@ def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple
     area_scale = (mpp or 1.0) ** 2
     for i in sorted(shown_alone):
         region = regions[i]
+        if not _meets(region, within):
+            continue
         hole_rings = [h for h in region.holes] + [regions[j].outline() for j in holes_of[i]]
         shape = _shape_of(region, hole_rings)
         if shape is None:
@@ -336,12 +355,12 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
             new.text = str(text_col[k]) if text_col[k] is not None else ""
             new.holes = holes
             kept.append((1e12 + k, new))
-        if source is not None:  # regions napari cannot show (points) are kept as they were
-            hidden = [i for i, r in enumerate(source.regions)
-                      if i not in shapes_meta and not any(i in h for h, _ in
-                                                          shapes_meta.values())]
-            kept.extend((i, source.regions[i]) for i in hidden if not source.regions[i].is_area
-                        and _shape_of(source.regions[i], []) is None)
+        if source is not None:
+            # regions the layer never showed (points, or outside the box it was made
+            # for) are kept as they were; shown regions missing now were deleted
+            holes_shown = {j for h, _ in shapes_meta.values() for j in h}
+            kept.extend((i, r) for i, r in enumerate(source.regions)
+                        if i not in shapes_meta and i not in holes_shown)
         kept.sort(key=lambda t: t[0])
         layer.regions = [r for _, r in kept]
         out_layers.append(layer)
@@ -375,3 +394,50 @@ def _get(attrs: dict[str, Any], key: str, default: Any) -> Any:
 
 def _display_name(layer: AnnotationLayer) -> str:
     return layer.name or layer.class_name or "annotations"
+
+
+# -- fast display: annotations as a lazy label pyramid --------------------------------
+
+
+def annotation_labels_data(annotations: AnnotationSet,
+                           level_dimensions: list[tuple[int, int]] | None,
+                           level_downsamples: list[float] | None,
+                           scale: tuple[float, float],
+                           units: tuple[str, str] = ("µm", "µm"),
+                           name: str = "annotations") -> LayerDataTuple:
+    """Every area region as one multiscale Labels layer, rasterised chunk by chunk on view.
+
+    Label k + 1 is annotation layer k, in its colour; later layers win where layers
+    overlap; holes are cut out. Nothing is rasterised until napari reads a chunk, so
+    this shows hundreds of thousands of regions where Shapes layers would take minutes.
+    Pass the slide's ``level_dimensions`` / ``level_downsamples`` to line up with its
+    pyramid; None sizes the pyramid to the regions.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from .core.raster import RegionIndex, label_pyramid
+
+    index = RegionIndex.from_annotations(annotations)
+    if level_dimensions is None or level_downsamples is None:
+        w, h = index.extent
+        level_dimensions, level_downsamples, ds = [], [], 1
+        while True:
+            level_dimensions.append((max(1, w // ds), max(1, h // ds)))
+            level_downsamples.append(float(ds))
+            if max(w, h) // ds <= 2048:
+                break
+            ds *= 4
+    dtype = np.uint8 if len(annotations) < 255 else np.uint16
+    pyramid = label_pyramid(index, level_dimensions, level_downsamples, dtype=dtype)
+    colors: dict[Any, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+    for k, layer in enumerate(annotations):
+        colors[k + 1] = (*(c / 255 for c in layer.color), 1.0)
+    kwargs = {
+        "name": name, "scale": scale, "units": units,
+        "translate": tuple(0.5 * s for s in scale),
+        "multiscale": len(pyramid) > 1, "opacity": 0.5,
+        "colormap": DirectLabelColormap(color_dict=colors),
+        "metadata": {META_SET: annotations, "slideseg_label_names": {
+            k + 1: layer.class_name for k, layer in enumerate(annotations)}},
+    }
+    return (pyramid if len(pyramid) > 1 else pyramid[0], kwargs, "labels")

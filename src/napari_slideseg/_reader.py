@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["napari_get_reader", "read_slide", "napari_get_annotation_reader",
-           "read_annotation_layers", "sidecar_annotations"]
+           "read_annotation_layers", "sidecar_annotations", "annotation_layers_for",
+           "shapes_limit"]
 
 ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
+#: Default of :func:`shapes_limit` (override with $SLIDESEG_SHAPES_LIMIT).
+SHAPES_LIMIT = 5000
 # Suffixes of formats OpenSlide reads, plus TIFF for the tifffile backend.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
                   ".svslide", ".bif", ".dcm", ".btf")
@@ -45,7 +48,7 @@ def read_slide(path: str | list[str]) -> list[Any]:
     """Open ``path`` and return its layer data: the slide as a multiscale image, plus the
     annotations of a sidecar file with the same stem beside it (``slide.xml`` for
     ``slide.svs``), aligned to the slide."""
-    from ._layers import annotation_layers_data, slide_layer_data, slide_scale, slide_units
+    from ._layers import slide_layer_data
     from .core.annotations import read_annotations
     from .core.slide import open_slide
 
@@ -57,11 +60,43 @@ def read_slide(path: str | list[str]) -> list[Any]:
     layers = [slide_layer_data(slide)]
     sidecar = sidecar_annotations(slide.path)
     if sidecar is not None:
-        annotations = read_annotations(sidecar)
-        mpp = slide.mpp[0] if slide.mpp else annotations.mpp
-        layers += annotation_layers_data(annotations, slide_scale(slide), slide_units(slide),
-                                         mpp=mpp)
+        layers += annotation_layers_for(read_annotations(sidecar), slide)
     return layers
+
+
+def shapes_limit() -> int:
+    """Area regions above which annotations are shown as labels, not Shapes layers."""
+    try:
+        return int(os.environ.get("SLIDESEG_SHAPES_LIMIT", SHAPES_LIMIT))
+    except ValueError:
+        return SHAPES_LIMIT
+
+
+def annotation_layers_for(annotations: Any, slide: Any = None) -> list[Any]:
+    """Layer data for an annotation set, over ``slide`` when given.
+
+    Up to :func:`shapes_limit` area regions: one editable Shapes layer per annotation
+    layer. Above it: one lazy multiscale Labels layer (napari's Shapes layer needs
+    seconds per thousand polygons and turns sluggish to pan), with the regions kept in
+    its metadata for editing part of them as shapes (the Annotations widget).
+    """
+    from ._layers import annotation_labels_data, annotation_layers_data, slide_scale, slide_units
+
+    if slide is not None:
+        scale, units = slide_scale(slide), slide_units(slide)
+        mpp = slide.mpp[0] if slide.mpp else annotations.mpp
+    elif annotations.mpp:
+        scale, units, mpp = (annotations.mpp, annotations.mpp), ("µm", "µm"), annotations.mpp
+    else:
+        scale, units, mpp = (1.0, 1.0), ("pixel", "pixel"), None
+    areas = sum(1 for _, r in annotations.regions() if r.is_area)
+    if areas > shapes_limit():
+        name = Path(annotations.source).name if annotations.source else "annotations"
+        dims = list(slide.level_dimensions) if slide is not None else None
+        downsamples = list(slide.level_downsamples) if slide is not None else None
+        return [annotation_labels_data(annotations, dims, downsamples, scale, units,
+                                       name=f"{name} [{areas} regions]")]
+    return annotation_layers_data(annotations, scale, units, mpp=mpp)
 
 
 def sidecar_annotations(slide_path: Path) -> Path | None:
@@ -110,22 +145,11 @@ def read_annotation_layers(path: str | list[str]) -> list[Any]:
     With a slide layer open, the shapes take its scale (level-0 px x mpp), so they overlay
     it exactly; otherwise they use the file's own MicronsPerPixel (or pixels if unknown).
     """
-    from ._layers import annotation_layers_data, slide_scale, slide_units
     from .core.annotations import read_annotations
 
     if isinstance(path, list):
         path = path[0]
-    annotations = read_annotations(path)
-    slide = _current_slide()
-    if slide is not None:
-        mpp = slide.mpp[0] if slide.mpp else annotations.mpp
-        return annotation_layers_data(annotations, slide_scale(slide), slide_units(slide),
-                                      mpp=mpp)
-    if annotations.mpp:
-        scale, units = (annotations.mpp, annotations.mpp), ("µm", "µm")
-    else:
-        scale, units = (1.0, 1.0), ("pixel", "pixel")
-    return annotation_layers_data(annotations, scale, units)
+    return annotation_layers_for(read_annotations(path), _current_slide())
 
 
 def _current_slide() -> Any:

@@ -135,3 +135,55 @@ def test_packer_example_asap_lines_up_on_its_slide(make_napari_viewer, shared_da
     assert abs(left - expect_left) <= 1 and abs(top - expect_top) <= 1
     assert abs((right + 1 - left) - (x1 - x0) * f) <= 2
     assert abs((bottom + 1 - top) - (y1 - y0) * f) <= 2
+
+
+def test_large_sets_show_as_labels_and_edit_in_view(make_napari_viewer, tmp_path,
+                                                     monkeypatch):
+    """Above the Shapes limit a file opens as lazy labels; the regions in view are edited
+    as shapes and folded back; saving keeps the regions never shown."""
+    from napari_slideseg import AnnotationLayer, AnnotationSet, Region, write_annotations
+    from napari_slideseg._layers import META_SET
+    from napari_slideseg._widgets.annotations import AnnotationsWidget
+
+    monkeypatch.setenv("SLIDESEG_SHAPES_LIMIT", "10")
+    path = _box_slide(tmp_path)
+    squares = [Region([[x, y], [x + 20, y], [x + 20, y + 20], [x, y + 20]], type="polygon",
+                      text=f"s{i}")
+               for i, (x, y) in enumerate((x, y) for y in range(0, 300, 40)
+                                          for x in range(0, 400, 40))]
+    write_annotations(AnnotationSet([AnnotationLayer(name="cells", color=(0, 0, 255),
+                                                     regions=squares)], mpp=MPP),
+                      tmp_path / "box.xml")  # the sidecar: 80 regions
+    viewer = make_napari_viewer(show=True)
+    image, labels = viewer.open(str(path), plugin="napari-slideseg")
+    assert labels._type_string == "labels" and labels.name == "box.xml [80 regions]"
+    np.testing.assert_allclose(labels.scale, image.scale)
+    level0 = np.asarray(labels.data[0][:45, :45])
+    expected = np.zeros((45, 45), np.uint8)
+    expected[0:20, 0:20] = expected[0:20, 40:45] = expected[40:45, 0:20] = 1
+    expected[40:45, 40:45] = 1
+    np.testing.assert_array_equal(level0, expected)  # pixel-exact squares, label 1
+    widget = AnnotationsWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.layer.value is labels
+    viewer.scene.camera.center = (50 * MPP, 50 * MPP)  # level-0 (x, y) = (50, 50)
+    viewer.scene.camera.zoom = 10 / MPP  # 10 screen px per level-0 px: ~70 x 60 px shown
+    widget.edit.changed.emit(True)
+    shapes = viewer.layers[-1]
+    assert shapes._type_string == "shapes" and 1 <= len(shapes.data) < 80
+    assert "regions in view" in widget.status.value
+    # move the first square shown by 5 px down, then fold the edit back into the labels
+    first = int(shapes.features["region"][0])
+    moved = shapes.data[0] + [5, 0]
+    shapes.data = [moved, *shapes.data[1:]]
+    original = labels.metadata[META_SET][0].regions[first]
+    widget.apply.changed.emit(True)
+    assert shapes not in viewer.layers
+    x, y = squares[first].vertices[0].astype(int)
+    level0 = np.asarray(labels.data[0][y:y + 30, x:x + 20])
+    assert (level0[:5] == 0).all() and (level0[5:25] == 1).all() and (level0[25:] == 0).all()
+    # the full set, with the move, is what saving the regions writes
+    edited = labels.metadata[META_SET]
+    assert edited.region_count == 80
+    np.testing.assert_array_equal(edited[0].regions[first].vertices[0], [x, y + 5])
+    assert edited[0].regions[first].id == original.id and original.id is not None
