@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import AnnotationSet
+from .annotations import AREA_TYPES, AnnotationSet
 
 __all__ = ["RegionIndex", "label_pyramid", "rasterize_window", "region_mask"]
 
@@ -51,32 +51,44 @@ class RegionIndex:
     def from_annotations(cls, annotations: AnnotationSet,
                          label_of: dict[int, int] | None = None) -> RegionIndex:
         """Index every area region; ``label_of`` maps layer position -> label value."""
-        boxes, labels, negative, layers, a_parts, b_parts, counts = [], [], [], [], [], [], []
+        rings: list[np.ndarray] = []
+        outer_of: list[int] = []  # index in ``rings`` of each region's outer ring
+        counts, labels, negative, layers = [], [], [], []
         for li, layer in enumerate(annotations):
             value = (label_of or {}).get(li, li + 1)
             for region in layer.regions:
-                if not region.is_area or len(region.vertices) < 3 and region.type != "ellipse":
+                if region.type not in AREA_TYPES:
                     continue
-                outline = region.outline()
+                outline = region.outline() if region.type == "ellipse" else region.vertices
                 if len(outline) < 3:
                     continue
-                n = 0
-                for ring in (outline, *region.holes):
-                    if len(ring) < 3:
-                        continue
-                    a_parts.append(ring)
-                    b_parts.append(np.roll(ring, -1, axis=0))
-                    n += len(ring)
+                outer_of.append(len(rings))
+                rings.append(outline)
+                n = len(outline)
+                for hole in region.holes:
+                    if len(hole) >= 3:
+                        rings.append(hole)
+                        n += len(hole)
                 counts.append(n)
-                boxes.append((*outline.min(axis=0), *outline.max(axis=0)))
                 labels.append(value)
                 negative.append(region.negative)
                 layers.append(li)
-        empty = np.empty((0, 2), np.float64)
-        return cls(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64),
-                   np.asarray(negative, bool), np.asarray(layers, np.int64),
-                   np.concatenate(a_parts) if a_parts else empty,
-                   np.concatenate(b_parts) if b_parts else empty,
+        if not rings:
+            empty = np.empty((0, 2), np.float64)
+            return cls(np.empty((0, 4)), np.empty(0, np.int64), np.empty(0, bool),
+                       np.empty(0, np.int64), empty, empty, np.zeros(1, np.int64))
+        a = np.concatenate(rings)
+        sizes = np.fromiter((len(r) for r in rings), np.int64, len(rings))
+        ring_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        following = np.arange(1, len(a) + 1)
+        following[ring_start + sizes - 1] = ring_start  # each ring closes on its start
+        outer = np.asarray(outer_of)
+        lo_x = np.minimum.reduceat(a[:, 0], ring_start)[outer]
+        lo_y = np.minimum.reduceat(a[:, 1], ring_start)[outer]
+        hi_x = np.maximum.reduceat(a[:, 0], ring_start)[outer]
+        hi_y = np.maximum.reduceat(a[:, 1], ring_start)[outer]
+        return cls(np.column_stack([lo_x, lo_y, hi_x, hi_y]), np.asarray(labels, np.int64),
+                   np.asarray(negative, bool), np.asarray(layers, np.int64), a, a[following],
                    np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]))
 
     def __len__(self) -> int:
