@@ -116,7 +116,12 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
     viewer = napari.Viewer(title=f"napari-slideseg: {Path(args.slide).name}")
     viewer.open(args.slide, plugin="napari-slideseg")
+    from ._reader import sidecar_annotations
+
+    sidecar = sidecar_annotations(Path(args.slide))
     for path in args.annotations:
+        if sidecar is not None and Path(path).resolve() == sidecar.resolve():
+            continue  # already opened with the slide, as its sidecar
         ours = _annotation_reader_for(path)
         viewer.open(path, plugin="napari-slideseg" if ours else None)
     viewer.window.add_plugin_dock_widget("napari-slideseg", "Slide info")

@@ -240,7 +240,6 @@ def _properties(region: Region, layer: AnnotationLayer) -> dict[str, Any]:
             props["classification"] = {"name": layer.class_name, "color": list(layer.color)}
     elif source == "name" and not props.get("name"):
         props["name"] = layer.name
-    # keep the file's key order: rebuild in the order the reader saw where possible
     return props
 
 
@@ -310,6 +309,8 @@ def write_geojson(annotations: AnnotationSet, out: IO[str]) -> list[str]:
     features = [f for _, f in sorted(items, key=lambda t: t[0])]
     if annotations.extra.get("geojson_bare"):
         doc: Any = features
+    elif annotations.extra.get("geojson_single") and len(features) == 1:
+        doc = features[0]
     else:
         doc = {"type": "FeatureCollection", "features": features}
         doc.update(annotations.extra.get("geojson_collection") or {})

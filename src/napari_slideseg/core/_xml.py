@@ -9,7 +9,7 @@ formats do not model are kept as :class:`RawElement` trees and written back verb
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -77,10 +77,6 @@ class RawBuilder:
     def __init__(self) -> None:
         self.stack: list[RawElement] = []
 
-    @property
-    def active(self) -> bool:
-        return bool(self.stack)
-
     def start(self, tag: str, attrib: dict[str, str]) -> RawElement:
         element = RawElement(tag, dict(attrib))
         if self.stack:
@@ -126,9 +122,3 @@ def write_raw(element: RawElement, write: Callable[[str], Any], indent: str = ""
     for child in element.children:
         write_raw(child, write, indent + "\t")
     write(f"{indent}</{element.tag}>\n")
-
-
-def iter_raw(elements: Iterable[RawElement]) -> Iterable[RawElement]:
-    for element in elements:
-        yield element
-        yield from iter_raw(element.children)
