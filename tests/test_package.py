@@ -33,7 +33,18 @@ def test_installed_manifest_is_the_root_manifest():
     commands = {c.id for c in manifest.contributions.commands}
     assert {"napari-slideseg.get_reader", "napari-slideseg.sample_slide",
             "napari-slideseg.slide_info"} <= commands
-    manifest.validate_imports()  # every python_name resolves
+    widgets = {w.command for w in manifest.contributions.widgets}
+    try:
+        import qtpy.QtWidgets  # noqa: F401
+    except Exception:  # headless install: widget modules need Qt; the rest must import
+        import importlib
+
+        for command in manifest.contributions.commands:
+            if command.id not in widgets:
+                module, _, attr = command.python_name.partition(":")
+                assert callable(getattr(importlib.import_module(module), attr))
+    else:
+        manifest.validate_imports()  # every python_name resolves
 
 
 def test_wheel_ships_the_root_manifest(tmp_path):

@@ -363,3 +363,15 @@ def test_real_negative_regions_and_analysis_layers(shared_data):
     v = asap[0].regions[0].vertices
     assert v[:, 0].min() == pytest.approx(315.2, abs=0.05)
     assert v[:, 0].max() == pytest.approx(543.020264)
+
+
+def test_single_geojson_feature_round_trips_as_a_feature(tmp_path):
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [4, 0], [4, 3], [0, 0]]]}, "properties": {"objectType": "annotation"}}
+    path = tmp_path / "one.geojson"
+    path.write_text(json.dumps(feature))
+    ann = read_annotations(path)
+    assert ann[0].name == "Unclassified" and ann[0].regions[0].area() == 6.0
+    out = tmp_path / "again.geojson"
+    assert write_annotations(ann, out) == []
+    assert json.loads(out.read_text()) == feature
