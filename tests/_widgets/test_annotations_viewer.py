@@ -187,3 +187,21 @@ def test_large_sets_show_as_labels_and_edit_in_view(make_napari_viewer, tmp_path
     assert edited.region_count == 80
     np.testing.assert_array_equal(edited[0].regions[first].vertices[0], [x, y + 5])
     assert edited[0].regions[first].id == original.id and original.id is not None
+
+
+def test_imported_layers_saved_from_the_viewer_are_unchanged(make_napari_viewer, aperio_file,
+                                                             svs, tmp_path, xml_equal):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(aperio_file), plugin="napari-slideseg")
+    out = tmp_path / "saved.xml"
+    viewer.layers.selection = set(layers)
+    assert viewer.layers.save(str(out), selected=True, plugin="napari-slideseg") == [str(out)]
+    xml_equal(aperio_file, out)  # every element and attribute, in order
+    # over a slide, the slide's pixel size is what the file records
+    viewer.layers.clear()
+    viewer.open(str(svs.path), plugin="napari-slideseg")
+    layers = viewer.open(str(aperio_file), plugin="napari-slideseg")
+    viewer.layers.selection = set(layers)
+    viewer.layers.save(str(out), selected=True, plugin="napari-slideseg")
+    assert read_annotations(out).mpp == pytest.approx(0.2527)
+    assert (tmp_path / "saved.xml~").exists()
