@@ -29,6 +29,7 @@ from .core.errors import (
     UnsafeAnnotationError,
     UnsupportedSlideError,
 )
+from .core.masks import AnnotationKey, rasterize
 from .core.slide import Slide, open_slide
 
 try:
@@ -38,6 +39,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "AnnotationError",
+    "AnnotationKey",
     "AnnotationLayer",
     "AnnotationNotFoundError",
     "AnnotationSet",
@@ -51,6 +53,7 @@ __all__ = [
     "UnsafeAnnotationError",
     "UnsupportedSlideError",
     "open_slide",
+    "rasterize",
     "read_annotations",
     "write_annotations",
 ]

@@ -19,13 +19,13 @@ positive regions only. Arrows, rulers, lines and points are never filled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .annotations import AREA_TYPES, AnnotationSet
+from .annotations import AREA_TYPES, AnnotationLayer, AnnotationSet, Region
 
 __all__ = ["RegionIndex", "label_pyramid", "rasterize_window", "region_mask"]
 
@@ -33,8 +33,9 @@ __all__ = ["RegionIndex", "label_pyramid", "rasterize_window", "region_mask"]
 class RegionIndex:
     """Area regions of an annotation set, flattened into edge arrays for window queries.
 
-    Region ``k`` has label ``labels[k]`` (its layer's position + 1, or what ``label_of``
-    gives), is cut out when ``negative[k]``, lies in the level-0 box ``bboxes[k]``
+    Region ``k`` has label ``labels[k]`` (its layer's position + 1, or what ``label_for``
+    gives) and fill rank ``rank[k]`` (higher ranks are drawn over lower ones), is cut out
+    when ``negative[k]``, lies in the level-0 box ``bboxes[k]``
     (x0, y0, x1, y1), and owns edges ``edge_start[k]:edge_start[k + 1]`` of
     ``edges_a``/``edges_b`` (the edges of its outer ring and of its own holes).
     """
@@ -42,23 +43,41 @@ class RegionIndex:
     bboxes: np.ndarray  # (M, 4) float64
     labels: np.ndarray  # (M,) int64
     negative: np.ndarray  # (M,) bool
-    layer: np.ndarray  # (M,) int64: position of the region's layer (fill order)
+    layer: np.ndarray  # (M,) int64: position of the region's layer
+    rank: np.ndarray  # (M,) int64: fill order of the region's label
     edges_a: np.ndarray  # (E, 2) float64: edge start (x, y), level 0
     edges_b: np.ndarray  # (E, 2) float64: edge end
     edge_start: np.ndarray  # (M + 1,) int64
 
     @classmethod
-    def from_annotations(cls, annotations: AnnotationSet,
-                         label_of: dict[int, int] | None = None) -> RegionIndex:
-        """Index every area region; ``label_of`` maps layer position -> label value."""
+    def from_annotations(
+        cls, annotations: AnnotationSet,
+        label_for: Callable[[AnnotationLayer, Region], int | None] | None = None,
+        rank_of: dict[int, int] | None = None,
+    ) -> RegionIndex:
+        """Index every area region.
+
+        ``label_for(layer, region)`` gives a positive region's label (None: not filled);
+        default: the layer's position + 1. Negative regions carve their own layer
+        whatever their label. ``rank_of`` maps label -> fill rank (default: the label,
+        so later layers win).
+        """
         rings: list[np.ndarray] = []
         outer_of: list[int] = []  # index in ``rings`` of each region's outer ring
         counts, labels, negative, layers = [], [], [], []
         for li, layer in enumerate(annotations):
-            value = (label_of or {}).get(li, li + 1)
             for region in layer.regions:
                 if region.type not in AREA_TYPES:
                     continue
+                if region.negative:
+                    value = 0
+                elif label_for is None:
+                    value = li + 1
+                else:
+                    found = label_for(layer, region)
+                    if not found:
+                        continue
+                    value = int(found)
                 outline = region.outline() if region.type == "ellipse" else region.vertices
                 if len(outline) < 3:
                     continue
@@ -73,10 +92,12 @@ class RegionIndex:
                 labels.append(value)
                 negative.append(region.negative)
                 layers.append(li)
+        ranks = [(rank_of or {}).get(v, v) for v in labels]
         if not rings:
             empty = np.empty((0, 2), np.float64)
-            return cls(np.empty((0, 4)), np.empty(0, np.int64), np.empty(0, bool),
-                       np.empty(0, np.int64), empty, empty, np.zeros(1, np.int64))
+            none = np.empty(0, np.int64)
+            return cls(np.empty((0, 4)), none, np.empty(0, bool), none, none, empty, empty,
+                       np.zeros(1, np.int64))
         a = np.concatenate(rings)
         sizes = np.fromiter((len(r) for r in rings), np.int64, len(rings))
         ring_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -88,7 +109,8 @@ class RegionIndex:
         hi_x = np.maximum.reduceat(a[:, 0], ring_start)[outer]
         hi_y = np.maximum.reduceat(a[:, 1], ring_start)[outer]
         return cls(np.column_stack([lo_x, lo_y, hi_x, hi_y]), np.asarray(labels, np.int64),
-                   np.asarray(negative, bool), np.asarray(layers, np.int64), a, a[following],
+                   np.asarray(negative, bool), np.asarray(layers, np.int64),
+                   np.asarray(ranks, np.int64), a, a[following],
                    np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]))
 
     def __len__(self) -> int:
@@ -186,18 +208,22 @@ def rasterize_window(index: RegionIndex, x: float, y: float, w: int, h: int,
     if not len(hits):
         return out
     offset = np.array([x, y]) / downsample + 0.5  # pixel j's centre: level-0 x + (j + .5) ds
-    for li in np.unique(index.layer[hits]):
-        in_layer = hits[index.layer[hits] == li]
-        inside = None
-        for negative in (False, True):
-            group = in_layer[index.negative[in_layer] == negative]
-            if not len(group) or (negative and inside is None):
-                continue
-            a, b, owner = index.edges_of(group)
-            cover = _coverage(a / downsample - offset, b / downsample - offset, owner, h, w)
-            inside = cover if not negative else inside & ~cover
-        if inside is not None:
-            out[inside] = index.labels[in_layer[0]]
+
+    def cover(group: np.ndarray) -> np.ndarray:
+        a, b, owner = index.edges_of(group)
+        return _coverage(a / downsample - offset, b / downsample - offset, owner, h, w)
+
+    positive = hits[~index.negative[hits]]
+    holes: dict[int, np.ndarray] = {}  # layer -> its negative regions' pixels, made once
+    groups = sorted({(int(index.rank[k]), int(index.layer[k]), int(index.labels[k]))
+                     for k in positive})
+    for _, li, label in groups:  # ascending rank, then layer order: later ones win
+        members = positive[(index.layer[positive] == li) & (index.labels[positive] == label)]
+        inside = cover(members)
+        if li not in holes:
+            negatives = hits[index.negative[hits] & (index.layer[hits] == li)]
+            holes[li] = cover(negatives) if len(negatives) else np.zeros((h, w), bool)
+        out[inside & ~holes[li]] = label
     return out
 
 
