@@ -122,3 +122,21 @@ def test_convert_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"napari-slideseg: error: {bad}: line 1, column")
     assert "\n" not in err and not (tmp_path / "x.geojson").exists()
+
+
+def test_export_writes_patches_masks_and_manifest(tmp_path, capsys):
+    from napari_slideseg.core.sample import make_sample_slide
+
+    sample = make_sample_slide(tmp_path / "sample")
+    out = tmp_path / "out"
+    assert main(["export", str(sample.slide), "--out", str(out), "--size", "256",
+                 "--annotated-only", "--format", "png", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "patches checked" in captured.err  # the progress bar
+    n = int(captured.out.split()[0])
+    assert n > 0 and f"-> {out / 'manifest.csv'}" in captured.out
+    assert len(list((out / "sample" / "images").glob("*.png"))) == n
+    assert len(list((out / "sample" / "masks").glob("*.png"))) == n
+    assert (out / "key.json").exists() and (out / "export.json").exists()
+    assert main(["export", str(sample.slide), "--out", str(out), "--level", "9"]) == 1
+    assert "level 9 does not exist" in capsys.readouterr().err

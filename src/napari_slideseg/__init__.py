@@ -30,6 +30,7 @@ from .core.errors import (
     UnsupportedSlideError,
 )
 from .core.masks import AnnotationKey, rasterize
+from .core.patches import export_patches
 from .core.slide import Slide, open_slide
 
 try:
@@ -52,6 +53,7 @@ __all__ = [
     "SlideSegError",
     "UnsafeAnnotationError",
     "UnsupportedSlideError",
+    "export_patches",
     "open_slide",
     "rasterize",
     "read_annotations",

@@ -77,6 +77,37 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    from ._reader import sidecar_annotations
+    from .core.patches import export_patches
+
+    annotations = args.annotations or sidecar_annotations(Path(args.slide))
+    start = time.perf_counter()
+    shown = [-1.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - shown[0] > 0.5:
+            shown[0] = now
+            width = 30
+            filled = int(width * done / max(total, 1))
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} patches "
+                  f"checked", end="", file=sys.stderr, flush=True)
+
+    rows = export_patches(args.slide, annotations, args.out, size=args.size, level=args.level,
+                          overlap=args.overlap, image_format=args.format,
+                          quality=args.quality, key=args.key, class_from=args.class_from,
+                          annotated_only=args.annotated_only, min_fraction=args.min_fraction,
+                          edge=args.edge, workers=args.workers, progress=progress)
+    print(file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"{len(rows)} patches from {Path(args.slide).name} in {seconds:.1f} s "
+          f"({len(rows) / max(seconds, 1e-9):.0f}/s) -> {Path(args.out) / 'manifest.csv'}")
+    return 0
+
+
 def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                 or sys.platform in ("darwin", "win32"))
@@ -230,6 +261,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="micrometres per pixel to record (default: the input's)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "export", help="write image patches and label masks of an annotated slide",
+        description="Write image patches and their label masks (PNG) from a slide and its "
+                    "annotations, with manifest.csv, key.json and export.json in OUT. A "
+                    "rerun skips the patches already written.")
+    p.add_argument("slide", help="slide file")
+    p.add_argument("--annotations", help="annotation file (default: the slide's sidecar)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
+    p.add_argument("--level", type=int, default=0, help="pyramid level (0)")
+    p.add_argument("--overlap", type=int, default=0, help="overlap in pixels (0)")
+    p.add_argument("--format", choices=("jpg", "png", "tif"), default="jpg",
+                   help="image format (jpg); masks are always PNG")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
+    p.add_argument("--key", help="annotation key (.json or .tsv) mapping classes to values")
+    p.add_argument("--class-from", choices=("layer", "text", "classification"),
+                   default="layer", help="where a region's class comes from (layer)")
+    p.add_argument("--annotated-only", action="store_true",
+                   help="keep only patches with labelled pixels")
+    p.add_argument("--min-fraction", type=float, default=0.0,
+                   help="keep only patches with at least this labelled fraction")
+    p.add_argument("--edge", choices=("skip", "pad"), default="skip",
+                   help="patches crossing the slide edge: skip (default) or pad")
+    p.add_argument("--workers", type=int, help="threads (default: all CPUs)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "demo", help="generate the sample slide and show it (headless without a display)",

@@ -1,0 +1,306 @@
+"""Patch and mask export: image patches and their label masks from annotated slides.
+
+One slide at a time: a grid of ``size`` x ``size`` patches at a level (or a target pixel
+size) is laid over the slide; patches are chosen (all, or annotated only, or with a
+minimum fraction of given classes); each chosen patch's image is read from the slide
+and its mask is filled from the polygons of exactly that patch (no slide-sized mask ever
+exists). Files are written atomically and named by slide, level and level-0 x, y, so an
+interrupted export resumes where it stopped and ends with the same manifest.
+
+Folder layout::
+
+    OUT/manifest.csv            one row per patch (all slides)
+    OUT/key.json                the annotation key (class -> mask value)
+    OUT/export.json             every parameter of the run
+    OUT/<slide>/images/<slide>_L<level>_x<x>_y<y>.<jpg|png|tif>
+    OUT/<slide>/masks/<slide>_L<level>_x<x>_y<y>.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotations import AnnotationSet, read_annotations
+from .errors import SlideSegError
+from .masks import AnnotationKey, class_of
+from .raster import RegionIndex, rasterize_window
+from .slide import Slide, open_slide
+
+__all__ = ["ExportParams", "export_patches", "patch_grid", "safe_name"]
+
+IMAGE_FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "tif": ".tif", "tiff": ".tif"}
+MANIFEST_COLUMNS = ["slide", "level", "downsample", "mpp", "x", "y", "width", "height",
+                    "image", "mask"]
+
+
+@dataclass
+class ExportParams:
+    """Every parameter of an export run (saved as ``export.json``)."""
+
+    size: int = 256
+    level: int = 0
+    overlap: int = 0
+    image_format: str = "jpg"
+    quality: int = 90
+    png_compression: int = 1
+    annotated_only: bool = False
+    min_fraction: float = 0.0
+    classes: list[str] | None = None
+    edge: str = "skip"
+
+    def check(self) -> None:
+        if self.size < 1:
+            raise SlideSegError(f"patch size must be at least 1 px, not {self.size}.")
+        if not 0 <= self.overlap < self.size:
+            raise SlideSegError(f"overlap must be in [0, size), not {self.overlap}.")
+        if self.image_format.lower() not in IMAGE_FORMATS:
+            raise SlideSegError(f"image format {self.image_format!r}: use jpg, png or tif.")
+        if self.edge not in ("skip", "pad"):
+            raise SlideSegError(f"edge must be 'skip' or 'pad', not {self.edge!r}.")
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise SlideSegError(f"min_fraction must be in [0, 1], not {self.min_fraction}.")
+
+
+def safe_name(text: str) -> str:
+    """A file-name stem safe on every OS: letters, digits, '-', '_' and '.' only."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "slide"
+    return name[:120]
+
+
+def patch_grid(level_size: tuple[int, int], size: int, stride: int,
+               edge: str = "skip") -> list[tuple[int, int]]:
+    """Top-left corners (x, y) of the patch grid, in pixels of the level."""
+    w, h = level_size
+
+    def starts(n: int) -> list[int]:
+        if edge == "pad":
+            return list(range(0, n, stride))
+        return list(range(0, n - size + 1, stride)) if n >= size else []
+
+    return [(x, y) for y in starts(h) for x in starts(w)]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _encode(image: np.ndarray, suffix: str, params: ExportParams) -> bytes:
+    import cv2
+
+    if suffix == ".jpg":
+        flags = [cv2.IMWRITE_JPEG_QUALITY, int(params.quality)]
+    elif suffix == ".png":
+        flags = [cv2.IMWRITE_PNG_COMPRESSION, int(params.png_compression)]
+    else:
+        flags = []
+    data = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(suffix, data, flags)
+    if not ok:
+        raise SlideSegError(f"could not encode a {suffix} image.")
+    return buf.tobytes()
+
+
+def export_patches(
+    slide: str | os.PathLike[str] | Slide,
+    annotations: str | os.PathLike[str] | AnnotationSet | None,
+    out: str | os.PathLike[str],
+    *,
+    size: int = 256,
+    level: int = 0,
+    overlap: int = 0,
+    image_format: str = "jpg",
+    quality: int = 90,
+    png_compression: int = 1,
+    key: AnnotationKey | str | os.PathLike[str] | None = None,
+    class_from: str = "layer",
+    annotated_only: bool = False,
+    min_fraction: float = 0.0,
+    classes: list[str] | None = None,
+    edge: str = "skip",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, Any]]:
+    """Write image patches and label masks of one slide; returns the manifest rows.
+
+    Parameters
+    ----------
+    slide : path or Slide
+    annotations : path, AnnotationSet or None
+        Annotation file (any format :func:`read_annotations` reads) or set; None writes
+        images only.
+    out : path
+        Output folder (see the module notes for its layout). Existing patches are kept
+        and skipped, so a rerun resumes an interrupted export.
+    size, level, overlap : int
+        Patch side and overlap in pixels of ``level``; the stride is ``size - overlap``.
+    image_format : {'jpg', 'png', 'tif'}
+        Masks are always PNG (lossless, 8- or 16-bit).
+    key : AnnotationKey or path, optional
+        Class -> mask value; default: made from the annotations (``class_from``), or
+        read from ``OUT/key.json`` when a previous run left one.
+    annotated_only : bool
+        Keep only patches with at least one labelled pixel.
+    min_fraction : float
+        Keep only patches whose pixels of ``classes`` (default: every class) make at
+        least this fraction of the patch.
+    edge : {'skip', 'pad'}
+        Patches that would cross the slide's edge: left out, or kept and padded with the
+        slide's background colour (mask 0).
+    workers : int, optional
+        Threads reading and writing patches (default: the number of CPUs).
+    progress : callable(done, total), optional
+    cancel : threading.Event, optional
+        Set it to stop after the patches in flight; what was written stays valid.
+
+    Returns
+    -------
+    list of dict
+        One row per patch, with the columns of ``manifest.csv`` (slide, level,
+        downsample, mpp, x, y, width, height, image, mask, then one ``frac_<class>``
+        column per class).
+    """
+    params = ExportParams(size, level, overlap, image_format.lower(), quality,
+                          png_compression, annotated_only, min_fraction, classes, edge)
+    params.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    own = not isinstance(slide, Slide)
+    handle = open_slide(slide) if own else slide
+    try:
+        if isinstance(annotations, AnnotationSet) or annotations is None:
+            ann = annotations
+        else:
+            ann = read_annotations(annotations)
+        key_obj = _resolve_key(key, ann, class_from, out)
+        rows = _export_one(handle, ann, key_obj, out, params, workers, progress, cancel)
+    finally:
+        if own:
+            handle.close()
+    _write_run_files(out, rows, key_obj, params, handle)
+    return rows
+
+
+def _resolve_key(key: Any, ann: AnnotationSet | None, class_from: str,
+                 out: Path) -> AnnotationKey:
+    if isinstance(key, AnnotationKey):
+        return key
+    if key is not None:
+        return AnnotationKey.load(key)
+    if (out / "key.json").exists():
+        return AnnotationKey.load(out / "key.json")
+    return AnnotationKey.from_annotations([ann] if ann is not None else [], class_from)
+
+
+def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out: Path,
+                params: ExportParams, workers: int | None,
+                progress: Callable[[int, int], None] | None,
+                cancel: threading.Event | None) -> list[dict[str, Any]]:
+    if not 0 <= params.level < slide.level_count:
+        raise SlideSegError(f"{slide.path}: level {params.level} does not exist "
+                            f"(the slide has {slide.level_count}).")
+    ds = float(slide.level_downsamples[params.level])
+    stem = safe_name(slide.path.stem)
+    image_dir, mask_dir = out / stem / "images", out / stem / "masks"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    rank = {key.values[name]: i for i, name in enumerate(key.priority)}
+    index = RegionIndex.from_annotations(
+        ann if ann is not None else AnnotationSet(),
+        lambda layer, region: key.values.get(class_of(layer, region, key.class_from)), rank)
+    wanted = [key.values[c] for c in (params.classes or key.values) if c in key.values]
+    stride = params.size - params.overlap
+    grid = patch_grid(slide.level_dimensions[params.level], params.size, stride, params.edge)
+    suffix = IMAGE_FORMATS[params.image_format]
+    mpp = slide.mpp[0] * ds if slide.mpp else None
+    names = sorted(key.values, key=key.values.__getitem__)
+
+    def mask_of(px: int, py: int) -> np.ndarray:
+        # level pixel (px + j) covers level-0 [(px + j) ds, (px + j + 1) ds)
+        return rasterize_window(index, px * ds, py * ds, params.size, params.size, ds,
+                                key.dtype)
+
+    def keep(mask: np.ndarray) -> bool:
+        if params.annotated_only and not mask.any():
+            return False
+        if params.min_fraction > 0:
+            return float(np.isin(mask, wanted).mean()) >= params.min_fraction
+        return True
+
+    # choosing: patches whose window meets no region bounding box are empty: no fill
+    candidates = []
+    for px, py in grid:
+        if (params.annotated_only or params.min_fraction > 0) and not len(
+                index.query(px * ds, py * ds, (px + params.size) * ds,
+                            (py + params.size) * ds)):
+            continue
+        candidates.append((px, py))
+
+    def work(position: tuple[int, int]) -> dict[str, Any] | None:
+        if cancel is not None and cancel.is_set():
+            return None
+        px, py = position
+        mask = mask_of(px, py)
+        if not keep(mask):
+            return None
+        x0, y0 = round(px * ds), round(py * ds)
+        name = f"{stem}_L{params.level}_x{x0}_y{y0}"
+        image_path, mask_path = image_dir / (name + suffix), mask_dir / (name + ".png")
+        if not (image_path.exists() and mask_path.exists()):  # resume: done patches stay
+            image = slide.read_region((x0, y0), params.level, (params.size, params.size))
+            _write_atomic(mask_path, _encode(mask, ".png", params))
+            _write_atomic(image_path, _encode(image, suffix, params))
+        counts = np.bincount(mask.ravel(), minlength=max(key.values.values(), default=0) + 1)
+        row: dict[str, Any] = {
+            "slide": slide.path.name, "level": params.level, "downsample": ds, "mpp": mpp,
+            "x": x0, "y": y0, "width": params.size, "height": params.size,
+            "image": image_path.relative_to(out).as_posix(),
+            "mask": mask_path.relative_to(out).as_posix()}
+        for n in names:
+            row[f"frac_{n}"] = float(counts[key.values[n]]) / mask.size
+        return row
+
+    rows: list[dict[str, Any]] = []
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for row in pool.map(work, candidates):
+            done += 1
+            if row is not None:
+                rows.append(row)
+            if progress is not None:
+                progress(done, len(candidates))
+    return rows
+
+
+def _write_run_files(out: Path, rows: list[dict[str, Any]], key: AnnotationKey,
+                     params: ExportParams, slide: Slide) -> None:
+    key.save(out / "key.json")
+    columns = MANIFEST_COLUMNS + [f"frac_{n}" for n in
+                                  sorted(key.values, key=key.values.__getitem__)]
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.csv.", dir=out)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "manifest.csv")
+    run = {"params": asdict(params), "slide": str(slide.path), "patches": len(rows)}
+    _write_atomic(out / "export.json", (json.dumps(run, indent=2) + "\n").encode())

@@ -1,0 +1,141 @@
+"""Patch and mask export: pixel-exact images and masks, selection, resume, references."""
+
+from __future__ import annotations
+
+import csv
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from skimage.draw import polygon as sk_polygon
+
+from napari_slideseg import (
+    AnnotationKey,
+    AnnotationLayer,
+    AnnotationSet,
+    Region,
+    export_patches,
+    open_slide,
+)
+
+
+def _annotations():
+    rng = np.random.default_rng(5)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 20))
+    outer = np.column_stack([900.4 + 420 * np.cos(angles) * rng.uniform(0.8, 1, 20),
+                             800.2 + 380 * np.sin(angles) * rng.uniform(0.8, 1, 20)])
+    hole = np.array([[850.3, 750.1], [990.7, 760.4], [940.2, 880.9]])
+    box = np.array([[1500.3, 200.2], [1900.7, 200.2], [1900.7, 500.6], [1500.3, 500.6]])
+    ann = AnnotationSet([
+        AnnotationLayer(name="tumour", color=(255, 0, 0), regions=[
+            Region(outer), Region(hole, negative=True)]),
+        AnnotationLayer(name="stroma", color=(0, 255, 0), regions=[
+            Region(box, type="rectangle"), Region([[0, 0], [2000, 1500]], type="ruler")]),
+    ])
+    return ann, outer, hole, box
+
+
+def _sk(ring, x0, y0, ds, n):
+    m = np.zeros((n, n), bool)
+    rr, cc = sk_polygon((ring[:, 1] - y0) / ds - 0.5, (ring[:, 0] - x0) / ds - 0.5, (n, n))
+    m[rr, cc] = True
+    return m
+
+
+def _read(path, flags=cv2.IMREAD_UNCHANGED):
+    image = cv2.imread(str(path), flags)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_patches_and_masks_are_pixel_exact(svs, tmp_path, level):
+    ann, outer, hole, box = _annotations()
+    rows = export_patches(svs.path, ann, tmp_path, size=128, level=level, overlap=32,
+                          image_format="png", workers=2)
+    with open_slide(svs.path) as slide:
+        ds = slide.level_downsamples[level]
+        lw, lh = slide.level_dimensions[level]
+        assert len(rows) == ((lw - 128) // 96 + 1) * ((lh - 128) // 96 + 1)  # every patch
+        key = AnnotationKey.load(tmp_path / "key.json")
+        assert key.values == {"stroma": 1, "tumour": 2}
+        for row in rows[::7]:
+            x, y = row["x"], row["y"]
+            image = _read(tmp_path / row["image"])
+            np.testing.assert_array_equal(image, slide.read_region((x, y), level, (128, 128)))
+            px, py = round(x / ds), round(y / ds)  # the patch's place in the level's grid
+            x0, y0 = px * ds, py * ds
+            expected = np.zeros((128, 128), np.uint8)
+            expected[_sk(box, x0, y0, ds, 128)] = 1
+            expected[_sk(outer, x0, y0, ds, 128) & ~_sk(hole, x0, y0, ds, 128)] = 2
+            mask = _read(tmp_path / row["mask"])
+            np.testing.assert_array_equal(mask, expected)
+            assert row["frac_tumour"] == pytest.approx((expected == 2).mean())
+    with open(tmp_path / "manifest.csv", newline="") as fh:
+        manifest = list(csv.DictReader(fh))
+    assert len(manifest) == len(rows)
+    assert list(manifest[0])[:10] == ["slide", "level", "downsample", "mpp", "x", "y",
+                                      "width", "height", "image", "mask"]
+
+
+def test_selection_annotated_only_and_min_fraction(svs, tmp_path):
+    ann = _annotations()[0]
+    every = export_patches(svs.path, ann, tmp_path / "all", size=256, workers=2)
+    annotated = export_patches(svs.path, ann, tmp_path / "ann", size=256, workers=2,
+                               annotated_only=True)
+    half = export_patches(svs.path, ann, tmp_path / "half", size=256, workers=2,
+                          min_fraction=0.5, classes=["tumour"])
+    frac = {(r["x"], r["y"]): r for r in every}
+    assert {(r["x"], r["y"]) for r in annotated} == {
+        k for k, r in frac.items() if r["frac_tumour"] + r["frac_stroma"] > 0}
+    assert {(r["x"], r["y"]) for r in half} == {
+        k for k, r in frac.items() if r["frac_tumour"] >= 0.5}
+    assert 0 < len(half) < len(annotated) < len(every)
+
+
+def test_interrupted_export_resumes_to_the_same_manifest(svs, tmp_path):
+    ann = _annotations()[0]
+    export_patches(svs.path, ann, tmp_path / "whole", size=128, workers=2)
+    stop = threading.Event()
+
+    def progress(done, total):
+        if done >= total // 3:
+            stop.set()
+
+    partial = export_patches(svs.path, ann, tmp_path / "resumed", size=128, workers=2,
+                             progress=progress, cancel=stop)
+    full = (tmp_path / "whole" / "manifest.csv").read_text()
+    assert 0 < len(partial) < full.count("\n") - 1
+    written = sorted(p.name for p in (tmp_path / "resumed").rglob("*.jpg"))
+    again = export_patches(svs.path, ann, tmp_path / "resumed", size=128, workers=2)
+    assert (tmp_path / "resumed" / "manifest.csv").read_text() == full
+    assert len(again) == full.count("\n") - 1
+    assert not [p for p in (tmp_path / "resumed").rglob(".*")]  # no temporary files
+    # the patches written before the stop were kept, not rewritten
+    assert set(written) <= {p.name for p in (tmp_path / "resumed").rglob("*.jpg")}
+
+
+def test_bad_parameters(svs, tmp_path):
+    from napari_slideseg import SlideSegError
+
+    with pytest.raises(SlideSegError, match="overlap"):
+        export_patches(svs.path, None, tmp_path, size=64, overlap=64)
+    with pytest.raises(SlideSegError, match="level 7 does not exist"):
+        export_patches(svs.path, None, tmp_path, level=7)
+    with pytest.raises(SlideSegError, match="image format"):
+        export_patches(svs.path, None, tmp_path, image_format="gif")
+
+
+@pytest.mark.shared
+def test_reference_patches_are_reproduced(shared_data, tmp_path):
+    ref = shared_data / "patches" / "pathopatcher_CMU-1-Small-Region" / "patches"
+    rows = export_patches(shared_data / "slides" / "CMU-1-Small-Region.svs", None, tmp_path,
+                          size=256, image_format="png", workers=2)
+    by_xy = {(r["x"], r["y"]): r for r in rows}
+    refs = sorted(ref.glob("*.png"))
+    assert len(refs) == 5
+    for path in refs:
+        row, col = (int(v) for v in path.stem.rsplit("_", 2)[1:])
+        expected = _read(path, cv2.IMREAD_COLOR)
+        got = _read(tmp_path / by_xy[(col * 256, row * 256)]["image"])
+        np.testing.assert_array_equal(got, expected, err_msg=path.name)
