@@ -93,13 +93,15 @@ def patch_grid(level_size: tuple[int, int], size: int, stride: int,
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write to a hidden file beside ``path``, then rename it: never a half file."""
+    # one writer per patch: a per-thread name is unique without mkstemp's cost
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.part")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
