@@ -103,3 +103,37 @@ def test_bad_keys_are_refused(tmp_path):
 
     with pytest.raises(SlideSegError, match="not a valid annotation key"):
         AnnotationKey.load(bad)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_whole_slide_mask_pyramid_lines_up_and_saves(svs, scene, tmp_path, suffix):
+    import tifffile
+    import zarr
+
+    from napari_slideseg import open_slide
+    from napari_slideseg.core.masks import mask_pyramid, save_mask
+
+    ann = scene[0]
+    key = AnnotationKey.from_annotations([ann])
+    with open_slide(svs.path) as slide:
+        levels = mask_pyramid(ann, key, list(slide.level_dimensions),
+                              list(slide.level_downsamples), chunk=300)
+        for level, (w, h) in zip(levels, slide.level_dimensions, strict=True):
+            assert level.shape == (h, w) and level.dtype == np.uint8
+        ds1 = slide.level_downsamples[1]
+        np.testing.assert_array_equal(np.asarray(levels[1][20:120, 30:150]),
+                                      rasterize(ann, key, (30 * ds1, 20 * ds1, 120, 100), ds1))
+    path = save_mask(levels, tmp_path / f"mask{suffix}", mpp=0.2527, tile=128)
+    expected = [np.asarray(level) for level in levels]
+    if suffix == ".tif":
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            got = [series.levels[i].asarray() for i in range(len(series.levels))]
+            assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    else:
+        group = zarr.open_group(str(path), mode="r")
+        got = [np.asarray(group[str(i)]) for i in range(len(levels))]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert not list(tmp_path.glob(".*.part"))

@@ -16,14 +16,16 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .annotations import AnnotationLayer, AnnotationSet, Region
 from .errors import AnnotationError
-from .raster import RegionIndex, rasterize_window
+from .raster import RegionIndex, label_pyramid, rasterize_window
 
-__all__ = ["CLASS_SOURCES", "AnnotationKey", "class_of", "rasterize"]
+__all__ = ["CLASS_SOURCES", "AnnotationKey", "class_of", "mask_pyramid", "rasterize",
+           "save_mask"]
 
 #: Where a region's class comes from.
 CLASS_SOURCES = ("layer", "text", "classification")
@@ -207,10 +209,87 @@ def rasterize(annotations: AnnotationSet, key: AnnotationKey,
     decided by its own centre, as if sampled from level 0 with nearest neighbour.
     """
     x, y, w, h = region
+    return rasterize_window(_index(annotations, key), x, y, int(w), int(h), downsample,
+                            key.dtype)
+
+
+def _index(annotations: AnnotationSet, key: AnnotationKey) -> RegionIndex:
     rank = {key.values[name]: i for i, name in enumerate(key.priority)}
 
     def label_for(layer: AnnotationLayer, reg: Region) -> int | None:
         return key.values.get(class_of(layer, reg, key.class_from))
 
-    index = RegionIndex.from_annotations(annotations, label_for, rank)
-    return rasterize_window(index, x, y, int(w), int(h), downsample, key.dtype)
+    return RegionIndex.from_annotations(annotations, label_for, rank)
+
+
+def mask_pyramid(annotations: AnnotationSet, key: AnnotationKey,
+                 level_dimensions: list[tuple[int, int]], level_downsamples: list[float],
+                 chunk: int = 1024) -> list[Any]:
+    """The whole-slide label mask as lazy dask arrays, one per level (largest first).
+
+    ``level_dimensions`` ((w, h) per level) and ``level_downsamples`` are the slide's,
+    so level k of the mask lines up pixel for pixel with level k of the slide. Chunks are
+    filled from the polygons when read: a 100k x 80k mask never exists in memory.
+    """
+    return label_pyramid(_index(annotations, key), level_dimensions, level_downsamples,
+                         chunk=chunk, dtype=key.dtype)
+
+
+def save_mask(levels: list[Any], path: str | os.PathLike[str], mpp: float | None = None,
+              tile: int = 256) -> Path:
+    """Write a mask pyramid as a tiled pyramidal TIFF (``.tif``) or a zarr group (``.zarr``).
+
+    Lossless (zlib in TIFF), written a band of tiles at a time (memory stays bounded)
+    and atomically: into a temporary name beside ``path``, renamed when complete.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zarr":
+            for i, level in enumerate(levels):
+                level.to_zarr(str(tmp), component=str(i), overwrite=True)
+        elif suffix in (".tif", ".tiff"):
+            _save_tiff(levels, tmp, mpp, tile)
+        else:
+            raise AnnotationError(f"{path}: save masks as .tif/.tiff or .zarr.")
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise
+    return path
+
+
+def _save_tiff(levels: list[Any], path: Path, mpp: float | None, tile: int) -> None:
+    import tifffile
+
+    def tiles(level: Any) -> Any:
+        h, w = level.shape
+        for r in range(0, h, tile):
+            band = np.asarray(level[r:r + tile])
+            for c in range(0, w, tile):
+                block = band[:, c:c + tile]
+                if block.shape != (tile, tile):
+                    block = np.pad(block, ((0, tile - block.shape[0]),
+                                           (0, tile - block.shape[1])))
+                yield block
+
+    resolution = None
+    if mpp:
+        resolution = (1e4 / mpp, 1e4 / mpp)  # pixels per cm
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for i, level in enumerate(levels):
+            kwargs: dict[str, Any] = {"subfiletype": 1} if i else {"subifds": len(levels) - 1}
+            scale = 1.0 if not i else levels[0].shape[1] / level.shape[1]
+            tif.write(tiles(level), shape=level.shape, dtype=level.dtype, tile=(tile, tile),
+                      compression="zlib", photometric="minisblack", metadata=None,
+                      resolution=(resolution[0] / scale, resolution[1] / scale)
+                      if resolution else None,
+                      resolutionunit="CENTIMETER" if resolution else None, **kwargs)
