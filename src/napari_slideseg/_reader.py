@@ -7,16 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .core.suffixes import ANNOTATION_SUFFIXES, SLIDE_SUFFIXES
+
 __all__ = ["napari_get_reader", "read_slide", "napari_get_annotation_reader",
            "read_annotation_layers", "sidecar_annotations", "annotation_layers_for",
            "shapes_limit"]
 
-ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
 #: Default of :func:`shapes_limit` (override with $SLIDESEG_SHAPES_LIMIT).
 SHAPES_LIMIT = 5000
-# Suffixes of formats OpenSlide reads, plus TIFF for the tifffile backend.
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
-                  ".svslide", ".bif", ".dcm", ".btf")
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[Any]] | None:
@@ -101,23 +99,11 @@ def annotation_layers_for(annotations: Any, slide: Any = None) -> list[Any]:
 
 def sidecar_annotations(slide_path: Path) -> Path | None:
     """The annotation file beside a slide with the same stem, if there is one."""
-    from .core.annotations import sniff_format
-    from .core.errors import AnnotationError
+    from .core.annotations import find_annotations
 
-    slide_path = Path(slide_path)
-    if slide_path.is_dir():
+    if Path(slide_path).is_dir():
         return None
-    stems = {slide_path.stem, slide_path.name.split(".")[0]}
-    for stem in stems:
-        for suffix in ANNOTATION_SUFFIXES:
-            candidate = slide_path.with_name(stem + suffix)
-            if candidate.is_file():
-                try:
-                    sniff_format(candidate)
-                except (AnnotationError, OSError):
-                    continue
-                return candidate
-    return None
+    return find_annotations(slide_path)
 
 
 def napari_get_annotation_reader(path: str | list[str]) -> Callable[[Any], list[Any]] | None:

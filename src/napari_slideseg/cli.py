@@ -83,7 +83,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from ._reader import sidecar_annotations
     from .core.patches import export_patches
 
-    annotations = args.annotations or sidecar_annotations(Path(args.slide))
+    annotations = args.annotations
+    if annotations is None and not Path(args.slide).is_dir():
+        annotations = sidecar_annotations(Path(args.slide))
     start = time.perf_counter()
     shown = [-1.0]
 
@@ -103,9 +105,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           edge=args.edge, workers=args.workers, progress=progress)
     print(file=sys.stderr)
     seconds = time.perf_counter() - start
-    print(f"{len(rows)} patches from {Path(args.slide).name} in {seconds:.1f} s "
-          f"({len(rows) / max(seconds, 1e-9):.0f}/s) -> {Path(args.out) / 'manifest.csv'}")
-    return 0
+    run = json.loads((Path(args.out) / "export.json").read_text())
+    slides = len(run["slides"])
+    print(f"{len(rows)} patches from {slides} slide{'s' if slides != 1 else ''} in "
+          f"{seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.0f}/s) -> "
+          f"{Path(args.out) / 'manifest.csv'}")
+    for failure in run["failed"]:
+        print(f"skipped {failure['slide']}: {failure['error']}")
+    return 1 if run["failed"] and not run["slides"] else 0
 
 
 def _has_display() -> bool:
@@ -267,8 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write image patches and their label masks (PNG) from a slide and its "
                     "annotations, with manifest.csv, key.json and export.json in OUT. A "
                     "rerun skips the patches already written.")
-    p.add_argument("slide", help="slide file")
-    p.add_argument("--annotations", help="annotation file (default: the slide's sidecar)")
+    p.add_argument("slide", metavar="SLIDE_OR_FOLDER",
+                   help="slide file, or a folder of slides (a slide that fails is skipped)")
+    p.add_argument("--annotations",
+                   help="annotation file, or for a folder of slides a folder of annotation "
+                        "files matched by stem (default: the files beside each slide)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
     p.add_argument("--level", type=int, default=0, help="pyramid level (0)")

@@ -139,3 +139,35 @@ def test_reference_patches_are_reproduced(shared_data, tmp_path):
         expected = _read(path, cv2.IMREAD_COLOR)
         got = _read(tmp_path / by_xy[(col * 256, row * 256)]["image"])
         np.testing.assert_array_equal(got, expected, err_msg=path.name)
+
+
+def test_folder_batch_skips_a_bad_slide_and_goes_on(svs, tmp_path):
+    import json
+    import shutil
+
+    from napari_slideseg import write_annotations
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(svs.path, folder / "a.svs")
+    shutil.copy(svs.path, folder / "c d.svs")  # a space: the file names stay safe
+    (folder / "b.svs").write_bytes(b"not a slide")
+    ann = _annotations()[0]
+    write_annotations(ann, folder / "a.xml")
+    other = AnnotationSet([AnnotationLayer(name="necrosis", regions=[
+        Region([[100.2, 100.2], [400.7, 100.2], [400.7, 300.6]])])])
+    write_annotations(other, folder / "c d.geojson")
+    with pytest.warns(RuntimeWarning, match="b.svs"):
+        rows = export_patches(folder, None, tmp_path / "out", size=256, workers=2,
+                              annotated_only=True)
+    key = AnnotationKey.load(tmp_path / "out" / "key.json")
+    assert key.values == {"necrosis": 1, "stroma": 2, "tumour": 3}  # from both files
+    assert {r["slide"] for r in rows} == {"a.svs", "c d.svs"}
+    assert all(" " not in r["image"] for r in rows)
+    run = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert [f["slide"].endswith("b.svs") for f in run["failed"]] == [True]
+    assert len(run["slides"]) == 2
+    with open(tmp_path / "out" / "manifest.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    c_rows = [r for r in rows if r["slide"] == "c d.svs"]
+    assert c_rows and all(r["frac_necrosis"] > 0 for r in c_rows)

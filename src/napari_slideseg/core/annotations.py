@@ -35,6 +35,7 @@ from .errors import (
     InvalidGeometryError,
     MalformedAnnotationError,
 )
+from .suffixes import ANNOTATION_SUFFIXES
 
 __all__ = [
     "AREA_TYPES",
@@ -43,6 +44,8 @@ __all__ = [
     "AnnotationLayer",
     "AnnotationSet",
     "Region",
+    "ANNOTATION_SUFFIXES",
+    "find_annotations",
     "read_annotations",
     "sniff_format",
     "write_annotations",
@@ -56,6 +59,7 @@ REGION_TYPES = ("polygon", "rectangle", "ellipse", "spline", "arrow", "ruler", "
 #: points never are.
 AREA_TYPES = frozenset({"polygon", "rectangle", "ellipse", "spline"})
 FORMATS = ("aperio", "asap", "geojson")
+
 DEFAULT_COLOR = (255, 255, 0)
 
 
@@ -472,3 +476,25 @@ def holes_by_containment(positives: Sequence[np.ndarray],
         else:
             orphans.append(j)
     return assigned, orphans
+
+
+def find_annotations(slide_path: Path | str, folder: Path | str | None = None) -> Path | None:
+    """The annotation file of a slide: same stem, in ``folder`` (default: beside it).
+
+    ``slide.svs`` -> ``slide.xml``, ``slide.geojson`` or ``slide.json`` (the first that is
+    an annotation file); for names with several dots (``case.ome.tif``) the part before
+    the first dot is tried too.
+    """
+    slide_path = Path(slide_path)
+    where = Path(folder) if folder is not None else slide_path.parent
+    stems = dict.fromkeys([slide_path.stem, slide_path.name.split(".")[0]])
+    for stem in stems:
+        for suffix in ANNOTATION_SUFFIXES:
+            candidate = where / (stem + suffix)
+            if candidate.is_file():
+                try:
+                    sniff_format(candidate)
+                except (AnnotationError, OSError):
+                    continue
+                return candidate
+    return None

@@ -11,7 +11,7 @@ Folder layout::
 
     OUT/manifest.csv            one row per patch (all slides)
     OUT/key.json                the annotation key (class -> mask value)
-    OUT/export.json             every parameter of the run
+    OUT/export.json             every parameter of the run, the slides done and failed
     OUT/<slide>/images/<slide>_L<level>_x<x>_y<y>.<jpg|png|tif>
     OUT/<slide>/masks/<slide>_L<level>_x<x>_y<y>.png
 """
@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import AnnotationSet, read_annotations
+from .annotations import AnnotationSet, find_annotations, read_annotations
 from .errors import SlideSegError
 from .masks import AnnotationKey, class_of
 from .raster import RegionIndex, rasterize_window
 from .slide import Slide, open_slide
+from .suffixes import SLIDE_SUFFIXES
 
 __all__ = ["ExportParams", "export_patches", "patch_grid", "safe_name"]
 
@@ -147,9 +149,12 @@ def export_patches(
     Parameters
     ----------
     slide : path or Slide
+        A slide, or a folder of slides (every slide file in it, by name; a slide that
+        fails is reported in ``export.json`` and skipped, and the batch goes on).
     annotations : path, AnnotationSet or None
         Annotation file (any format :func:`read_annotations` reads) or set; None writes
-        images only.
+        images only. For a folder of slides: a folder of annotation files matched by
+        stem, or None for the files beside each slide. The key is made from all of them.
     out : path
         Output folder (see the module notes for its layout). Existing patches are kept
         and skipped, so a rerun resumes an interrupted export.
@@ -186,23 +191,54 @@ def export_patches(
     params.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    own = not isinstance(slide, Slide)
-    handle = open_slide(slide) if own else slide
-    try:
-        if isinstance(annotations, AnnotationSet) or annotations is None:
-            ann = annotations
+    batch = not isinstance(slide, Slide) and Path(slide).is_dir()
+    jobs = _batch_jobs(Path(slide), annotations) if batch else [(slide, annotations)]
+    sets: list[AnnotationSet | None] = []
+    for _, source in jobs:
+        if isinstance(source, AnnotationSet) or source is None:
+            sets.append(source)
         else:
-            ann = read_annotations(annotations)
-        key_obj = _resolve_key(key, ann, class_from, out)
-        rows = _export_one(handle, ann, key_obj, out, params, workers, progress, cancel)
-    finally:
-        if own:
-            handle.close()
-    _write_run_files(out, rows, key_obj, params, handle)
+            sets.append(read_annotations(source))
+    key_obj = _resolve_key(key, [a for a in sets if a is not None], class_from, out)
+    rows: list[dict[str, Any]] = []
+    done_slides: list[str] = []
+    failed: list[dict[str, str]] = []
+    for (source, _), ann in zip(jobs, sets, strict=True):
+        if cancel is not None and cancel.is_set():
+            break
+        try:
+            own = not isinstance(source, Slide)
+            handle = open_slide(source) if own else source
+            try:
+                rows += _export_one(handle, ann, key_obj, out, params, workers, progress,
+                                    cancel)
+                done_slides.append(str(handle.path))
+            finally:
+                if own:
+                    handle.close()
+        except SlideSegError as exc:
+            if not batch:
+                raise
+            failed.append({"slide": str(source), "error": str(exc)})
+            warnings.warn(f"skipped: {exc}", RuntimeWarning, stacklevel=2)
+    _write_run_files(out, rows, key_obj, params, done_slides, failed)
     return rows
 
 
-def _resolve_key(key: Any, ann: AnnotationSet | None, class_from: str,
+def _batch_jobs(folder: Path, annotations: Any) -> list[tuple[Any, Any]]:
+    """(slide, annotation file or None) for every slide file in ``folder``, by name."""
+    if annotations is not None and not Path(annotations).is_dir():
+        raise SlideSegError(f"{annotations}: for a folder of slides, give a folder of "
+                            "annotation files (matched by stem), or none to use the files "
+                            "beside each slide.")
+    slides = sorted(p for p in folder.iterdir()
+                    if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+    if not slides:
+        raise SlideSegError(f"{folder}: no slide files ({', '.join(SLIDE_SUFFIXES)}).")
+    return [(p, find_annotations(p, annotations)) for p in slides]
+
+
+def _resolve_key(key: Any, sets: list[AnnotationSet], class_from: str,
                  out: Path) -> AnnotationKey:
     if isinstance(key, AnnotationKey):
         return key
@@ -210,7 +246,7 @@ def _resolve_key(key: Any, ann: AnnotationSet | None, class_from: str,
         return AnnotationKey.load(key)
     if (out / "key.json").exists():
         return AnnotationKey.load(out / "key.json")
-    return AnnotationKey.from_annotations([ann] if ann is not None else [], class_from)
+    return AnnotationKey.from_annotations(sets, class_from)
 
 
 def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out: Path,
@@ -294,7 +330,8 @@ def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out
 
 
 def _write_run_files(out: Path, rows: list[dict[str, Any]], key: AnnotationKey,
-                     params: ExportParams, slide: Slide) -> None:
+                     params: ExportParams, slides: list[str],
+                     failed: list[dict[str, str]]) -> None:
     key.save(out / "key.json")
     columns = MANIFEST_COLUMNS + [f"frac_{n}" for n in
                                   sorted(key.values, key=key.values.__getitem__)]
@@ -304,5 +341,6 @@ def _write_run_files(out: Path, rows: list[dict[str, Any]], key: AnnotationKey,
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out / "manifest.csv")
-    run = {"params": asdict(params), "slide": str(slide.path), "patches": len(rows)}
+    run = {"params": asdict(params), "slides": slides, "failed": failed,
+           "patches": len(rows)}
     _write_atomic(out / "export.json", (json.dumps(run, indent=2) + "\n").encode())
