@@ -99,7 +99,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   f"checked", end="", file=sys.stderr, flush=True)
 
     rows = export_patches(args.slide, annotations, args.out, size=args.size, level=args.level,
-                          overlap=args.overlap, image_format=args.format,
+                          mpp=args.mpp, overlap=args.overlap, image_format=args.format,
                           quality=args.quality, key=args.key, class_from=args.class_from,
                           annotated_only=args.annotated_only, min_fraction=args.min_fraction,
                           edge=args.edge, workers=args.workers, progress=progress)
@@ -281,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "files matched by stem (default: the files beside each slide)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
-    p.add_argument("--level", type=int, default=0, help="pyramid level (0)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--level", type=int, default=0, help="pyramid level (0)")
+    where.add_argument("--mpp", type=float,
+                       help="target µm per pixel instead of a level (read from the nearest "
+                            "finer level and resized; masks filled at that size)")
     p.add_argument("--overlap", type=int, default=0, help="overlap in pixels (0)")
     p.add_argument("--format", choices=("jpg", "png", "tif"), default="jpg",
                    help="image format (jpg); masks are always PNG")

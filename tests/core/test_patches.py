@@ -171,3 +171,29 @@ def test_folder_batch_skips_a_bad_slide_and_goes_on(svs, tmp_path):
         assert len(list(csv.DictReader(fh))) == len(rows)
     c_rows = [r for r in rows if r["slide"] == "c d.svs"]
     assert c_rows and all(r["frac_necrosis"] > 0 for r in c_rows)
+
+
+def test_target_mpp_reads_a_finer_level_and_resizes(svs, tmp_path):
+    ann = _annotations()[0]
+    with open_slide(svs.path) as slide:
+        mpp0 = slide.mpp[0]
+        rows = export_patches(slide, ann, tmp_path, size=128, mpp=2 * mpp0, workers=2,
+                              image_format="png")
+        w0, h0 = slide.dimensions
+        assert len(rows) == (int(w0 / 2) // 128) * (int(h0 / 2) // 128)
+        key = AnnotationKey.load(tmp_path / "key.json")
+        for row in rows[::5]:
+            assert row["level"] == 0 and row["downsample"] == pytest.approx(2.0)
+            assert row["mpp"] == pytest.approx(2 * mpp0)
+            x, y = row["x"], row["y"]
+            expected = cv2.resize(slide.read_region((x, y), 0, (256, 256)), (128, 128),
+                                  interpolation=cv2.INTER_AREA)
+            np.testing.assert_array_equal(_read(tmp_path / row["image"]), expected)
+            from napari_slideseg import rasterize
+
+            np.testing.assert_array_equal(_read(tmp_path / row["mask"]),
+                                          rasterize(ann, key, (x, y, 128, 128), 2.0))
+    from napari_slideseg import SlideSegError
+
+    with pytest.raises(SlideSegError, match="finer than"):
+        export_patches(svs.path, ann, tmp_path / "x", mpp=mpp0 / 2)

@@ -61,8 +61,11 @@ class ExportParams:
     min_fraction: float = 0.0
     classes: list[str] | None = None
     edge: str = "skip"
+    mpp: float | None = None
 
     def check(self) -> None:
+        if self.mpp is not None and not self.mpp > 0:
+            raise SlideSegError(f"target mpp must be positive, not {self.mpp}.")
         if self.size < 1:
             raise SlideSegError(f"patch size must be at least 1 px, not {self.size}.")
         if not 0 <= self.overlap < self.size:
@@ -130,6 +133,7 @@ def export_patches(
     *,
     size: int = 256,
     level: int = 0,
+    mpp: float | None = None,
     overlap: int = 0,
     image_format: str = "jpg",
     quality: int = 90,
@@ -160,6 +164,10 @@ def export_patches(
         and skipped, so a rerun resumes an interrupted export.
     size, level, overlap : int
         Patch side and overlap in pixels of ``level``; the stride is ``size - overlap``.
+    mpp : float, optional
+        Target micrometres per pixel instead of a level: patches are read from the
+        nearest finer level and resized (area averaging) to that pixel size; masks are
+        filled at the target pixel size directly (never resampled).
     image_format : {'jpg', 'png', 'tif'}
         Masks are always PNG (lossless, 8- or 16-bit).
     key : AnnotationKey or path, optional
@@ -187,7 +195,7 @@ def export_patches(
         column per class).
     """
     params = ExportParams(size, level, overlap, image_format.lower(), quality,
-                          png_compression, annotated_only, min_fraction, classes, edge)
+                          png_compression, annotated_only, min_fraction, classes, edge, mpp)
     params.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,10 +261,27 @@ def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out
                 params: ExportParams, workers: int | None,
                 progress: Callable[[int, int], None] | None,
                 cancel: threading.Event | None) -> list[dict[str, Any]]:
-    if not 0 <= params.level < slide.level_count:
-        raise SlideSegError(f"{slide.path}: level {params.level} does not exist "
-                            f"(the slide has {slide.level_count}).")
-    ds = float(slide.level_downsamples[params.level])
+    if params.mpp is not None:
+        if not slide.mpp:
+            raise SlideSegError(f"{slide.path}: the pixel size is unknown, so a target mpp "
+                                "cannot be used; give a level instead.")
+        ds = params.mpp / slide.mpp[0]  # level-0 pixels per output pixel
+        read_level = slide.get_best_level_for_downsample(ds)
+        if ds < 1:
+            raise SlideSegError(f"{slide.path}: target {params.mpp} µm/px is finer than the "
+                                f"slide's {slide.mpp[0]:.4g} µm/px.")
+        w0, h0 = slide.dimensions
+        level_size = (int(w0 / ds), int(h0 / ds))
+    else:
+        if not 0 <= params.level < slide.level_count:
+            raise SlideSegError(f"{slide.path}: level {params.level} does not exist "
+                                f"(the slide has {slide.level_count}).")
+        read_level = params.level
+        ds = float(slide.level_downsamples[params.level])
+        level_size = slide.level_dimensions[params.level]
+    read_ds = float(slide.level_downsamples[read_level])
+    resize = abs(ds / read_ds - 1) > 1e-9
+    read_size = int(np.ceil(params.size * ds / read_ds)) if resize else params.size
     stem = safe_name(slide.path.stem)
     image_dir, mask_dir = out / stem / "images", out / stem / "masks"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +292,7 @@ def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out
         lambda layer, region: key.values.get(class_of(layer, region, key.class_from)), rank)
     wanted = [key.values[c] for c in (params.classes or key.values) if c in key.values]
     stride = params.size - params.overlap
-    grid = patch_grid(slide.level_dimensions[params.level], params.size, stride, params.edge)
+    grid = patch_grid(level_size, params.size, stride, params.edge)
     suffix = IMAGE_FORMATS[params.image_format]
     mpp = slide.mpp[0] * ds if slide.mpp else None
     names = sorted(key.values, key=key.values.__getitem__)
@@ -301,15 +326,20 @@ def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out
         if not keep(mask):
             return None
         x0, y0 = round(px * ds), round(py * ds)
-        name = f"{stem}_L{params.level}_x{x0}_y{y0}"
+        name = f"{stem}_L{read_level}_x{x0}_y{y0}"
         image_path, mask_path = image_dir / (name + suffix), mask_dir / (name + ".png")
         if not (image_path.exists() and mask_path.exists()):  # resume: done patches stay
-            image = slide.read_region((x0, y0), params.level, (params.size, params.size))
+            image = slide.read_region((x0, y0), read_level, (read_size, read_size))
+            if resize:
+                import cv2
+
+                image = cv2.resize(image, (params.size, params.size),
+                                   interpolation=cv2.INTER_AREA)
             _write_atomic(mask_path, _encode(mask, ".png", params))
             _write_atomic(image_path, _encode(image, suffix, params))
         counts = np.bincount(mask.ravel(), minlength=max(key.values.values(), default=0) + 1)
         row: dict[str, Any] = {
-            "slide": slide.path.name, "level": params.level, "downsample": ds, "mpp": mpp,
+            "slide": slide.path.name, "level": read_level, "downsample": ds, "mpp": mpp,
             "x": x0, "y": y0, "width": params.size, "height": params.size,
             "image": image_path.relative_to(out).as_posix(),
             "mask": mask_path.relative_to(out).as_posix()}
