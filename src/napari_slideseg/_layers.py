@@ -307,25 +307,23 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
         types = attrs.get("shape_type") or ["polygon"] * n
         if isinstance(types, str):
             types = [types] * n
-        color = tuple(int(round(c * 255)) for c in np.asarray(
-            attrs.get("edge_color", [[1, 1, 0, 1]]), float).reshape(-1, 4)[0][:3]) \
-            if n else (255, 255, 0)
         if source is not None:
             shown_name = attrs.get("name", "")
             layer = AnnotationLayer(
                 name=source.name if shown_name == _display_name(source) else shown_name,
                 color=source.color, attributes=dict(source.attributes),
                 extra=dict(source.extra))
-        else:
+        else:  # drawn in napari: the colour of its first shape's edge
+            color = tuple(int(round(c * 255)) for c in np.asarray(
+                attrs.get("edge_color", [[1, 1, 0, 1]]), float).reshape(-1, 4)[0][:3]) \
+                if n else (255, 255, 0)
             layer = AnnotationLayer(name=attrs.get("name", ""), color=color)
         kept: list[tuple[float, Region]] = []
-        shown = set()
         for k in range(n):
             idx = int(region_col[k]) if region_col[k] is not None and \
                 not (isinstance(region_col[k], float) and np.isnan(region_col[k])) else -1
             shape = np.asarray(data[k], np.float64)
             if source is not None and idx in shapes_meta and 0 <= idx < len(source.regions):
-                shown.add(idx)
                 hole_ids, original = shapes_meta[idx]
                 region = source.regions[idx]
                 text = str(text_col[k]) if text_col[k] is not None else region.text
@@ -336,9 +334,10 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
                     kept.extend((j, source.regions[j]) for j in hole_ids)
                     continue
                 new, holes = _region_from_shape(shape, types[k])
-                if region.type not in ("ellipse", "rectangle", "arrow", "ruler"):
-                    new.type = region.type if new.type == "polygon" else new.type
-                elif region.type in ("arrow", "ruler") and new.type in ("ruler", "line"):
+                # a reshaped spline stays a spline, a moved arrow an arrow
+                if (new.type == "polygon"
+                        and region.type not in ("ellipse", "rectangle", "arrow", "ruler")) \
+                        or (region.type in ("arrow", "ruler") and new.type in ("ruler", "line")):
                     new.type = region.type
                 edited = _copy(region, vertices=new.vertices, text=text, type=new.type,
                                remeasure=True)

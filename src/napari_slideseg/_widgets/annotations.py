@@ -60,10 +60,8 @@ def apply_shape_edits(viewer: Any, labels: Any) -> int:
         if shapes is None:
             layers.append(layer)
             continue
-        attrs = {"name": shapes.name, "metadata": shapes.metadata, "scale": shapes.scale,
-                 "features": {c: list(shapes.features[c]) for c in shapes.features.columns},
-                 "shape_type": list(shapes.shape_type), "edge_color": shapes.edge_color}
-        layers.append(shapes_to_annotations([(list(shapes.data), attrs)]).layers[0])
+        data, attrs, _ = shapes.as_layer_data_tuple()  # what the npe2 writer is given
+        layers.append(shapes_to_annotations([(data, attrs)]).layers[0])
     new = AnnotationSet(layers, attributes=annotations.attributes, format=annotations.format,
                         source=annotations.source, extra=annotations.extra)
     data, kwargs, _ = annotation_labels_data(

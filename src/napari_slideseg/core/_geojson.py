@@ -110,7 +110,7 @@ def read_geojson(path: Path) -> AnnotationSet:
             layer = AnnotationLayer(name=name, color=color or (255, 255, 0),
                                     extra={"geojson_class_source": source})
             layers[name] = layer
-        text = str(props.get("name", "")) if source != "name" or "name" in props else ""
+        text = str(props.get("name", ""))
         attributes = {k: v for k, v in props.items() if k not in ("classification", "name")}
         extra = {"geojson_order": index,
                  "geojson_feature": {k: v for k, v in feature.items()

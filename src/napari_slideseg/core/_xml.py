@@ -29,13 +29,6 @@ class RawElement:
     children: list[RawElement] = field(default_factory=list)
     text: str = ""
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RawElement):
-            return NotImplemented
-        return (self.tag == other.tag and self.attrib == other.attrib
-                and self.text.strip() == other.text.strip() and self.children == other.children)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def make_parser(path: Path | str) -> Any:

@@ -25,7 +25,7 @@ from .errors import AnnotationError
 from .raster import RegionIndex, label_pyramid, rasterize_window
 
 __all__ = ["CLASS_SOURCES", "AnnotationKey", "class_of", "mask_pyramid", "rasterize",
-           "save_mask"]
+           "region_index", "save_mask"]
 
 #: Where a region's class comes from.
 CLASS_SOURCES = ("layer", "text", "classification")
@@ -209,11 +209,12 @@ def rasterize(annotations: AnnotationSet, key: AnnotationKey,
     decided by its own centre, as if sampled from level 0 with nearest neighbour.
     """
     x, y, w, h = region
-    return rasterize_window(_index(annotations, key), x, y, int(w), int(h), downsample,
+    return rasterize_window(region_index(annotations, key), x, y, int(w), int(h), downsample,
                             key.dtype)
 
 
-def _index(annotations: AnnotationSet, key: AnnotationKey) -> RegionIndex:
+def region_index(annotations: AnnotationSet, key: AnnotationKey) -> RegionIndex:
+    """The regions of ``annotations`` indexed with the key's values and priority."""
     rank = {key.values[name]: i for i, name in enumerate(key.priority)}
 
     def label_for(layer: AnnotationLayer, reg: Region) -> int | None:
@@ -231,7 +232,7 @@ def mask_pyramid(annotations: AnnotationSet, key: AnnotationKey,
     so level k of the mask lines up pixel for pixel with level k of the slide. Chunks are
     filled from the polygons when read: a 100k x 80k mask never exists in memory.
     """
-    return label_pyramid(_index(annotations, key), level_dimensions, level_downsamples,
+    return label_pyramid(region_index(annotations, key), level_dimensions, level_downsamples,
                          chunk=chunk, dtype=key.dtype)
 
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from .annotations import AnnotationSet, find_annotations, read_annotations
 from .errors import SlideSegError
-from .masks import AnnotationKey, class_of
-from .raster import RegionIndex, rasterize_window
+from .masks import AnnotationKey, region_index
+from .raster import rasterize_window
 from .slide import Slide, open_slide
 from .suffixes import SLIDE_SUFFIXES
 
@@ -286,10 +286,7 @@ def _export_one(slide: Slide, ann: AnnotationSet | None, key: AnnotationKey, out
     image_dir, mask_dir = out / stem / "images", out / stem / "masks"
     image_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    rank = {key.values[name]: i for i, name in enumerate(key.priority)}
-    index = RegionIndex.from_annotations(
-        ann if ann is not None else AnnotationSet(),
-        lambda layer, region: key.values.get(class_of(layer, region, key.class_from)), rank)
+    index = region_index(ann if ann is not None else AnnotationSet(), key)
     wanted = [key.values[c] for c in (params.classes or key.values) if c in key.values]
     stride = params.size - params.overlap
     grid = patch_grid(level_size, params.size, stride, params.edge)
