@@ -30,7 +30,7 @@ from .core.errors import (
     UnsupportedSlideError,
 )
 from .core.masks import AnnotationKey, rasterize
-from .core.patches import export_patches
+from .core.patches import export_patches, plan_patches
 from .core.slide import Slide, open_slide
 
 try:
@@ -55,6 +55,7 @@ __all__ = [
     "UnsupportedSlideError",
     "export_patches",
     "open_slide",
+    "plan_patches",
     "rasterize",
     "read_annotations",
     "write_annotations",

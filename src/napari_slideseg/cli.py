@@ -98,11 +98,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} patches "
                   f"checked", end="", file=sys.stderr, flush=True)
 
-    rows = export_patches(args.slide, annotations, args.out, size=args.size, level=args.level,
-                          mpp=args.mpp, overlap=args.overlap, image_format=args.format,
-                          quality=args.quality, key=args.key, class_from=args.class_from,
-                          annotated_only=args.annotated_only, min_fraction=args.min_fraction,
-                          edge=args.edge, workers=args.workers, progress=progress)
+    region = args.region
+    if region not in (None, "slide", "annotated"):
+        try:
+            region = [float(v) for v in region.split(",")]
+        except ValueError:
+            region = None
+        if region is None or len(region) != 4:
+            print(f"error: --region {args.region!r}: give slide, annotated or X,Y,W,H "
+                  "(level-0 pixels)", file=sys.stderr)
+            return 2
+    rows = export_patches(
+        args.slide, annotations, args.out, size=args.size, level=args.level, mpp=args.mpp,
+        magnification=args.magnification, overlap=args.overlap, region=region,
+        image_format=args.format, quality=args.quality, png_compression=args.png_compression,
+        mask_format=args.mask_format, key=args.key, class_from=args.class_from,
+        annotated_only=args.annotated_only, min_fraction=args.min_fraction,
+        classes=args.classes, min_tissue=args.min_tissue, unannotated_ratio=args.ratio,
+        seed=args.seed, edge=args.edge, workers=args.workers, scheduler=args.scheduler,
+        progress=progress)
     print(file=sys.stderr)
     seconds = time.perf_counter() - start
     run = json.loads((Path(args.out) / "export.json").read_text())
@@ -271,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export", help="write image patches and label masks of an annotated slide",
-        description="Write image patches and their label masks (PNG) from a slide and its "
-                    "annotations, with manifest.csv, key.json and export.json in OUT. A "
-                    "rerun skips the patches already written.")
+        description="Write image patches and their label masks from a slide (or a folder "
+                    "of slides) and its annotations, with manifest.csv (and "
+                    "manifest.parquet when pyarrow is installed), key.json and "
+                    "export.json in OUT. A rerun skips the patches already written.")
     p.add_argument("slide", metavar="SLIDE_OR_FOLDER",
                    help="slide file, or a folder of slides (a slide that fails is skipped)")
     p.add_argument("--annotations",
@@ -282,24 +297,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (256)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--level", type=int, default=0, help="pyramid level (0)")
-    where.add_argument("--mpp", type=float,
-                       help="target µm per pixel instead of a level (read from the nearest "
-                            "finer level and resized; masks filled at that size)")
+    where.add_argument("--level", type=int, nargs="+", metavar="L",
+                       help="pyramid level(s), e.g. --level 0 1 (default 0)")
+    where.add_argument("--mpp", type=float, nargs="+", metavar="M",
+                       help="target µm per pixel instead of a level, one or more (read "
+                            "from the nearest finer level and resized; masks filled at "
+                            "that size)")
+    where.add_argument("--magnification", type=float, nargs="+", metavar="X",
+                       help="target magnification(s), e.g. 20 10, from the scan's "
+                            "objective power")
     p.add_argument("--overlap", type=int, default=0, help="overlap in pixels (0)")
+    p.add_argument("--region", metavar="slide|annotated|X,Y,W,H",
+                   help="where the grid lies: the whole slide (default), the annotated "
+                        "regions' bounding boxes, or a level-0 rectangle")
     p.add_argument("--format", choices=("jpg", "png", "tif"), default="jpg",
-                   help="image format (jpg); masks are always PNG")
+                   help="image format (jpg)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
+    p.add_argument("--png-compression", type=int, default=1, metavar="0-9",
+                   help="PNG compression level for images and masks (1)")
+    p.add_argument("--mask-format", choices=("png", "tif"), default="png",
+                   help="mask format, always lossless (png)")
     p.add_argument("--key", help="annotation key (.json or .tsv) mapping classes to values")
     p.add_argument("--class-from", choices=("layer", "text", "classification"),
                    default="layer", help="where a region's class comes from (layer)")
     p.add_argument("--annotated-only", action="store_true",
                    help="keep only patches with labelled pixels")
-    p.add_argument("--min-fraction", type=float, default=0.0,
-                   help="keep only patches with at least this labelled fraction")
+    p.add_argument("--min-fraction", type=float, default=0.0, metavar="F",
+                   help="keep only patches with at least this fraction of --classes")
+    p.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="classes --min-fraction counts (default: all)")
+    p.add_argument("--min-tissue", type=float, default=0.0, metavar="F",
+                   help="keep only patches with at least this fraction of tissue")
+    p.add_argument("--ratio", type=float, metavar="R",
+                   help="SlideSeg's ratio: every annotated patch plus R times as many "
+                        "unannotated ones, drawn at random (--seed)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --ratio (0)")
     p.add_argument("--edge", choices=("skip", "pad"), default="skip",
                    help="patches crossing the slide edge: skip (default) or pad")
     p.add_argument("--workers", type=int, help="threads (default: all CPUs)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a dask.distributed cluster (e.g. tcp://host:8786); its "
+                        "workers must see the slides and OUT at the same paths")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

@@ -197,3 +197,202 @@ def test_target_mpp_reads_a_finer_level_and_resizes(svs, tmp_path):
 
     with pytest.raises(SlideSegError, match="finer than"):
         export_patches(svs.path, ann, tmp_path / "x", mpp=mpp0 / 2)
+
+
+def _manifest(path):
+    with open(path / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_several_levels_in_one_run(svs, tmp_path):
+    ann = _annotations()[0]
+    rows = export_patches(svs.path, ann, tmp_path, size=128, level=[0, 1], workers=2,
+                          image_format="png", annotated_only=True)
+    alone = {lv: export_patches(svs.path, ann, tmp_path / f"L{lv}", size=128, level=lv,
+                                workers=2, annotated_only=True) for lv in (0, 1)}
+    for lv in (0, 1):
+        got = [(r["x"], r["y"]) for r in rows if r["level"] == lv]
+        assert got == [(r["x"], r["y"]) for r in alone[lv]] and got
+    with open_slide(svs.path) as slide:
+        for row in rows[::9]:
+            np.testing.assert_array_equal(
+                _read(tmp_path / row["image"]),
+                slide.read_region((row["x"], row["y"]), row["level"], (128, 128)))
+    assert len({r["image"] for r in rows}) == len(rows)  # no name is used twice
+
+
+def test_target_magnification_is_relative_to_the_objective(svs, tmp_path):
+    ann = _annotations()[0]
+    with open_slide(svs.path) as slide:
+        assert slide.objective_power == 40
+        by_mag = export_patches(slide, ann, tmp_path / "mag", size=128, magnification=20,
+                                workers=2, image_format="png")
+        by_mpp = export_patches(slide, ann, tmp_path / "mpp", size=128,
+                                mpp=2 * slide.mpp[0], workers=2, image_format="png")
+    assert [(r["x"], r["y"]) for r in by_mag] == [(r["x"], r["y"]) for r in by_mpp]
+    for a, b in zip(by_mag[::7], by_mpp[::7], strict=True):
+        assert "_20x_" in a["image"]
+        np.testing.assert_array_equal(_read(tmp_path / "mag" / a["image"]),
+                                      _read(tmp_path / "mpp" / b["image"]))
+        np.testing.assert_array_equal(_read(tmp_path / "mag" / a["mask"]),
+                                      _read(tmp_path / "mpp" / b["mask"]))
+    from napari_slideseg import SlideSegError
+
+    with pytest.raises(SlideSegError, match="above the scan"):
+        export_patches(svs.path, ann, tmp_path / "x", magnification=80)
+    with pytest.raises(SlideSegError, match="not levels and mpp"):
+        export_patches(svs.path, ann, tmp_path / "x", level=0, mpp=1.0)
+
+
+def test_region_rectangle_and_annotated_area(svs, tmp_path):
+    ann, outer, hole, box = _annotations()
+    rect = (300.0, 250.0, 700.0, 500.0)
+    rows = export_patches(svs.path, ann, tmp_path / "rect", size=128, region=rect, workers=2)
+    assert {(r["x"], r["y"]) for r in rows} == {
+        (300 + i * 128, 250 + j * 128) for i in range(700 // 128) for j in range(500 // 128)}
+    padded = export_patches(svs.path, ann, tmp_path / "pad", size=128, region=rect,
+                            edge="pad", workers=2)
+    assert len(padded) == (-(-700 // 128)) * (-(-500 // 128))
+    area = export_patches(svs.path, ann, tmp_path / "area", size=128, region="annotated",
+                          workers=2)
+    annotated = export_patches(svs.path, ann, tmp_path / "ann", size=128,
+                               annotated_only=True, workers=2)
+    boxes = [(*r.min(axis=0), *r.max(axis=0)) for r in (outer, box)]
+
+    def meets(r):
+        return any(r["x"] < x1 and r["x"] + 128 > x0 and r["y"] < y1 and r["y"] + 128 > y0
+                   for x0, y0, x1, y1 in boxes)
+
+    assert all(meets(r) for r in area)
+    assert {(r["x"], r["y"]) for r in annotated} < {(r["x"], r["y"]) for r in area}
+    assert any(r["frac_tumour"] + r["frac_stroma"] == 0 for r in area)
+    from napari_slideseg import SlideSegError
+
+    with pytest.raises(SlideSegError, match="outside the slide"):
+        export_patches(svs.path, ann, tmp_path / "x", region=(9000, 9000, 10, 10))
+
+
+def test_unannotated_ratio_keeps_every_annotated_patch(svs, tmp_path):
+    ann = _annotations()[0]
+    every = export_patches(svs.path, ann, tmp_path / "all", size=128, workers=2)
+    labelled = {(r["x"], r["y"]) for r in every if r["frac_tumour"] + r["frac_stroma"] > 0}
+    a = export_patches(svs.path, ann, tmp_path / "a", size=128, unannotated_ratio=0.5,
+                       seed=3, workers=2)
+    b = export_patches(svs.path, ann, tmp_path / "b", size=128, unannotated_ratio=0.5,
+                       seed=3, workers=2)
+    got = {(r["x"], r["y"]) for r in a}
+    assert labelled <= got
+    assert len(got - labelled) == round(0.5 * len(labelled))
+    assert a == b  # seeded: the same draw
+    c = export_patches(svs.path, ann, tmp_path / "c", size=128, unannotated_ratio=0.5,
+                       seed=4, workers=2)
+    assert {(r["x"], r["y"]) for r in c} != got
+
+
+def test_min_tissue_leaves_out_glass(tmp_path):
+    from napari_slideseg.core import synthetic as sy
+    from napari_slideseg.core.tissue import tissue_mask
+
+    w, h = 1536, 1024
+    image, _ = sy.tissue_image(w, h, seed=1)
+    rng = np.random.default_rng(2)
+    image[:, :768] = np.clip(240 + rng.normal(0, 2, (h, 768, 3)), 0, 255).astype(np.uint8)
+    image[:, 768:] = np.where(image[:, 768:].mean(axis=2, keepdims=True) > 200,
+                              np.uint8([200, 120, 170]), image[:, 768:])  # all tissue
+    sizes = sy.pyramid_dimensions(w, h, (1, 4))
+    path = tmp_path / "half.svs"
+    sy.write_aperio_svs(path, sizes, sy.array_tile_reader(sy.downsample_levels(image, sizes)))
+    with open_slide(path) as slide:
+        mask = tissue_mask(slide)
+        frac = mask.fractions(np.array([0, 768, 640]), np.array([0, 0, 0]), 256, 256)
+    assert frac[0] == 0 and frac[1] == 1 and 0.4 < frac[2] < 0.6
+    rows = export_patches(path, None, tmp_path / "out", size=256, min_tissue=0.9, workers=2)
+    assert {(r["x"], r["y"]) for r in rows} == {(x, y) for x in (768, 1024, 1280)
+                                                for y in (0, 256, 512, 768)}
+
+
+def test_parquet_and_tiff_masks(svs, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    ann = _annotations()[0]
+    rows = export_patches(svs.path, ann, tmp_path / "t", size=128, mask_format="tif",
+                          annotated_only=True, workers=2)
+    png = export_patches(svs.path, ann, tmp_path / "p", size=128, annotated_only=True,
+                         workers=2)
+    for a, b in zip(rows, png, strict=True):
+        assert a["mask"].endswith(".tif")
+        np.testing.assert_array_equal(_read(tmp_path / "t" / a["mask"]),
+                                      _read(tmp_path / "p" / b["mask"]))
+    table = pq.read_table(tmp_path / "t" / "manifest.parquet").to_pylist()
+    assert table == rows
+    assert [dict(r) for r in _manifest(tmp_path / "t")][0]["image"] == rows[0]["image"]
+
+
+def test_plan_patches_matches_the_export(svs, tmp_path):
+    from napari_slideseg import plan_patches
+
+    ann = _annotations()[0]
+    for kwargs in ({"annotated_only": True}, {"min_fraction": 0.3, "classes": ["tumour"]},
+                   {"level": [0, 1], "overlap": 16}):
+        plan = plan_patches(svs.path, ann, size=128, **kwargs)
+        rows = export_patches(svs.path, ann, tmp_path / str(len(plan)), size=128, workers=2,
+                              **kwargs)
+        assert [(int(p[0]), int(p[1]), int(p[4])) for p in plan] == [
+            (r["x"], r["y"], r["level"]) for r in rows]
+
+
+def test_scheduler_runs_on_a_dask_cluster(svs, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    ann = _annotations()[0]
+    local = export_patches(svs.path, ann, tmp_path / "threads", size=128, level=[0, 1],
+                           annotated_only=True, workers=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        seen = []
+        rows = export_patches(svs.path, ann, tmp_path / "cluster", size=128, level=[0, 1],
+                              annotated_only=True, scheduler=cluster.scheduler_address,
+                              progress=lambda done, total: seen.append((done, total)))
+    assert rows == local
+    assert seen[-1][0] == seen[-1][1]
+    assert ((tmp_path / "cluster" / "manifest.csv").read_text()
+            == (tmp_path / "threads" / "manifest.csv").read_text())
+    for row in rows[::11]:
+        assert (tmp_path / "cluster" / row["image"]).read_bytes() == (
+            tmp_path / "threads" / row["image"]).read_bytes()
+
+
+def test_killed_export_resumes_to_the_same_manifest(svs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_slideseg import write_annotations
+
+    write_annotations(_annotations()[0], tmp_path / "a.xml")
+    command = [sys.executable, "-m", "napari_slideseg.cli", "export", str(svs.path),
+               "--annotations", str(tmp_path / "a.xml"), "--size", "64", "--format", "png",
+               "--workers", "2"]
+    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(command + ["--out", str(tmp_path / "killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = tmp_path / "killed" / "synthetic_slide" / "images"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if images.is_dir() and sum(1 for _ in images.iterdir()) > 100:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the export finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "manifest.csv").exists()
+    subprocess.run(command + ["--out", str(tmp_path / "killed")], check=True,
+                   capture_output=True)
+    assert ((tmp_path / "killed" / "manifest.csv").read_text()
+            == (tmp_path / "whole" / "manifest.csv").read_text())
+    assert not list((tmp_path / "killed").rglob("*.part"))
+    for row in _manifest(tmp_path / "whole")[::50]:
+        for col in ("image", "mask"):
+            assert (tmp_path / "killed" / row[col]).read_bytes() == (
+                tmp_path / "whole" / row[col]).read_bytes()
