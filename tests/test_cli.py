@@ -140,3 +140,30 @@ def test_export_writes_patches_masks_and_manifest(tmp_path, capsys):
     assert (out / "key.json").exists() and (out / "export.json").exists()
     assert main(["export", str(sample.slide), "--out", str(out), "--level", "9"]) == 1
     assert "level 9 does not exist" in capsys.readouterr().err
+
+
+def test_export_options_match_the_function(tmp_path, capsys):
+    import json
+
+    from napari_slideseg import export_patches
+    from napari_slideseg.core.sample import make_sample_slide
+
+    sample = make_sample_slide(tmp_path / "sample")
+    args = ["--size", "128", "--level", "0", "1", "--overlap", "16", "--region",
+            "100,50,1500,1200", "--min-fraction", "0.2", "--classes", "Tumour",
+            "--mask-format", "tif", "--format", "png", "--png-compression", "3",
+            "--workers", "2"]
+    assert main(["export", str(sample.slide), "--out", str(tmp_path / "cli"), *args]) == 0
+    capsys.readouterr()
+    rows = export_patches(sample.slide, sample.annotations, tmp_path / "api", size=128,
+                          level=[0, 1], overlap=16, region=(100, 50, 1500, 1200),
+                          min_fraction=0.2, classes=["Tumour"], mask_format="tif",
+                          image_format="png", png_compression=3, workers=2)
+    assert rows
+    assert ((tmp_path / "cli" / "manifest.csv").read_text()
+            == (tmp_path / "api" / "manifest.csv").read_text())
+    params = json.loads((tmp_path / "cli" / "export.json").read_text())["params"]
+    assert params["levels"] == [0, 1] and params["region"] == [100, 50, 1500, 1200]
+    assert main(["export", str(sample.slide), "--out", str(tmp_path / "x"),
+                 "--region", "1,2,3"]) == 2
+    assert "X,Y,W,H" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         args.slide, annotations, args.out, size=args.size, level=args.level, mpp=args.mpp,
         magnification=args.magnification, overlap=args.overlap, region=region,
         image_format=args.format, quality=args.quality, png_compression=args.png_compression,
-        mask_format=args.mask_format, key=args.key, class_from=args.class_from,
+        mask_format=args.mask_format, dataset=args.dataset, key=args.key, class_from=args.class_from,
         annotated_only=args.annotated_only, min_fraction=args.min_fraction,
         classes=args.classes, min_tissue=args.min_tissue, unannotated_ratio=args.ratio,
         seed=args.seed, edge=args.edge, workers=args.workers, scheduler=args.scheduler,
@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG compression level for images and masks (1)")
     p.add_argument("--mask-format", choices=("png", "tif"), default="png",
                    help="mask format, always lossless (png)")
+    p.add_argument("--dataset", choices=("files", "zarr"), default="files",
+                   help="files: one image and one mask file per patch (default); zarr: "
+                        "one chunked dataset OUT/patches.zarr for training loaders")
     p.add_argument("--key", help="annotation key (.json or .tsv) mapping classes to values")
     p.add_argument("--class-from", choices=("layer", "text", "classification"),
                    default="layer", help="where a region's class comes from (layer)")

@@ -396,3 +396,36 @@ def test_killed_export_resumes_to_the_same_manifest(svs, tmp_path):
         for col in ("image", "mask"):
             assert (tmp_path / "killed" / row[col]).read_bytes() == (
                 tmp_path / "whole" / row[col]).read_bytes()
+
+
+def test_zarr_dataset_holds_the_same_patches(svs, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    ann = _annotations()[0]
+    files = export_patches(svs.path, ann, tmp_path / "files", size=128, level=[0, 1],
+                           image_format="png", annotated_only=True, workers=2)
+    stop = threading.Event()
+    partial = export_patches(svs.path, ann, tmp_path / "z", size=128, level=[0, 1],
+                             annotated_only=True, dataset="zarr", workers=2, cancel=stop,
+                             progress=lambda done, total: stop.set() if done > 10 else None)
+    assert len(partial) < len(files)
+    rows = export_patches(svs.path, ann, tmp_path / "z", size=128, level=[0, 1],
+                          annotated_only=True, dataset="zarr", workers=2)
+    assert len(rows) == len(files)
+    group = zarr.open_group(tmp_path / "z" / "patches.zarr", mode="r")
+    assert group["images"].shape == (len(files), 128, 128, 3)
+    for i, (row, ref) in enumerate(zip(rows, files, strict=True)):
+        assert (row["x"], row["y"], row["level"]) == (ref["x"], ref["y"], ref["level"])
+        assert row["image"] == f"patches.zarr/images/{i}"
+        if i % 5 == 0:
+            np.testing.assert_array_equal(group["images"][i],
+                                          _read(tmp_path / "files" / ref["image"]))
+            np.testing.assert_array_equal(group["masks"][i],
+                                          _read(tmp_path / "files" / ref["mask"]))
+    table = group["manifest"]
+    np.testing.assert_array_equal(table["x"][:], [r["x"] for r in files])
+    np.testing.assert_allclose(table["frac_tumour"][:], [r["frac_tumour"] for r in files])
+    assert not list((tmp_path / "z").rglob("*.jpg"))
+    from napari_slideseg import SlideSegError
+
+    with pytest.raises(SlideSegError, match="another export"):
+        export_patches(svs.path, ann, tmp_path / "z", size=64, dataset="zarr")

@@ -19,6 +19,7 @@ Folder layout::
     OUT/export.json             every parameter of the run, the slides done and failed
     OUT/<slide>/images/<slide>_L<level>_x<x>_y<y>.<jpg|png|tif>
     OUT/<slide>/masks/<slide>_L<level>_x<x>_y<y>.<png|tif>
+    OUT/patches.zarr            instead of the image and mask files, with dataset='zarr'
 
 At a target pixel size or magnification the scale part of the name says so, e.g.
 ``<slide>_L1_mpp0.5_x<x>_y<y>`` or ``<slide>_L1_10x_x<x>_y<y>`` (L: the level read).
@@ -80,6 +81,7 @@ class ExportParams:
     seed: int = 0
     edge: str = "skip"
     region: str | list[float] | None = None
+    dataset: str = "files"
 
     def check(self) -> None:
         given = [n for n in ("levels", "mpp", "magnification") if getattr(self, n)]
@@ -106,6 +108,8 @@ class ExportParams:
                                 f"{self.png_compression}.")
         if self.edge not in ("skip", "pad"):
             raise SlideSegError(f"edge must be 'skip' or 'pad', not {self.edge!r}.")
+        if self.dataset not in ("files", "zarr"):
+            raise SlideSegError(f"dataset must be 'files' or 'zarr', not {self.dataset!r}.")
         for name in ("min_fraction", "min_tissue"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -382,6 +386,26 @@ def _keep(mask: np.ndarray, params: ExportParams, wanted: np.ndarray,
     return True
 
 
+def _exact(plan: _SlidePlan, index: RegionIndex, key: AnnotationKey,
+           params: ExportParams) -> _SlidePlan:
+    """The plan with only the patches the filters keep (masks filled, then dropped)."""
+    if plan.final or not params.selective:
+        return _SlidePlan(plan.path, plan.name, plan.stem, plan.scale, plan.runs, True)
+    wanted = _wanted_values(key, params)
+    ds, s = plan.scale.ds, params.size
+    kept = []
+    for run in plan.runs:
+        bx, by = int(run[0, 0]), int(run[0, 1])
+        masks = rasterize_window(index, bx * ds, by * ds, int(run[-1, 0]) - bx + s, s, ds,
+                                 key.dtype)
+        kept += [(px, py) for px, py in run.tolist()
+                 if _keep(masks[:, px - bx:px - bx + s], params, wanted)]
+    pos = np.asarray(kept, np.int64).reshape(-1, 2)
+    longest = max(len(r) for r in plan.runs) if plan.runs else 1
+    return _SlidePlan(plan.path, plan.name, plan.stem, plan.scale,
+                      _runs(pos, s - params.overlap, longest), True)
+
+
 # -- doing ----------------------------------------------------------------------------
 
 @dataclass
@@ -396,6 +420,7 @@ class _Job:
     key: AnnotationKey
     params: ExportParams
     out: str
+    zarr: bool = False  # write into OUT/patches.zarr: runs carry each patch's row index
 
 
 class _Handles:
@@ -426,6 +451,77 @@ class _Handles:
 _WORKER_HANDLES = _Handles()
 
 
+ZARR_NAME = "patches.zarr"
+_ZARR_OPEN: dict[str, tuple[Any, Any]] = {}
+_ZARR_LOCK = threading.Lock()
+
+
+def _zarr_arrays(out: Path) -> tuple[Any, Any]:
+    """(images, masks) of ``OUT/patches.zarr``, opened once per process."""
+    import zarr
+
+    path = str(out / ZARR_NAME)
+    with _ZARR_LOCK:
+        if path not in _ZARR_OPEN:
+            group = zarr.open_group(path, mode="r+")
+            _ZARR_OPEN[path] = (group["images"], group["masks"])
+        return _ZARR_OPEN[path]
+
+
+def _zarr_written(out: Path, at: int) -> bool:
+    """Whether patch ``at``'s image chunk is stored (chunks are written atomically)."""
+    return (out / ZARR_NAME / "images" / "c" / str(at) / "0" / "0" / "0").exists()
+
+
+def _zarr_create(out: Path, n: int, size: int, key: AnnotationKey,
+                 params: ExportParams) -> None:
+    """Make (or, for a rerun with the same patches, keep) ``OUT/patches.zarr``."""
+    import zarr
+
+    path = out / ZARR_NAME
+    shape_i, shape_m = (n, size, size, 3), (n, size, size)
+    if path.exists():
+        group = zarr.open_group(path, mode="r+")
+        if (group["images"].shape == shape_i and group["masks"].shape == shape_m
+                and group.attrs.get("params") == asdict(params)):
+            return
+        raise SlideSegError(f"{path} holds another export's patches; give a new folder.")
+    group = zarr.open_group(path, mode="w")
+    group.attrs["params"] = asdict(params)
+    group.attrs["key"] = {"values": key.values}
+    group.create_array("images", shape=shape_i, chunks=(1, size, size, 3), dtype="uint8",
+                       fill_value=0)
+    group.create_array("masks", shape=shape_m, chunks=(1, size, size), dtype=key.dtype,
+                       fill_value=0)
+    _ZARR_OPEN.pop(str(path), None)
+
+
+def _zarr_manifest(out: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The manifest's columns as arrays in ``patches.zarr/manifest`` (slides by number)."""
+    import zarr
+
+    group = zarr.open_group(out / ZARR_NAME, mode="r+")
+    table = group.require_group("manifest")
+    slides = sorted({r["slide"] for r in rows})
+    table.attrs["slides"] = slides
+    number = {name: i for i, name in enumerate(slides)}
+    for c in columns:
+        if c in ("image", "mask"):
+            continue
+        if c == "slide":
+            values = np.asarray([number[r["slide"]] for r in rows], np.int32)
+        elif c == "mpp":
+            values = np.asarray([np.nan if r[c] is None else r[c] for r in rows], np.float64)
+        else:
+            values = np.asarray([r[c] for r in rows],
+                                np.float64 if c.startswith("frac_") or c == "downsample"
+                                else np.int64)
+        table.create_array(c, shape=values.shape, dtype=values.dtype,
+                           chunks=(max(1, min(len(values), 65536)),), overwrite=True)
+        if len(values):
+            table[c][:] = values
+
+
 def _do_run(job: _Job, index: RegionIndex, run: np.ndarray,
             slide: Slide | Callable[[str], Slide]) -> list[dict[str, Any]]:
     """Export one run of neighbouring patches; the manifest rows of those kept."""
@@ -445,14 +541,21 @@ def _do_run(job: _Job, index: RegionIndex, run: np.ndarray,
     rows: list[dict[str, Any]] = []
     n_values = max(job.key.values.values(), default=0) + 1
     names = sorted(job.key.values, key=job.key.values.__getitem__)
-    for px, py in run.tolist():
+    for px, py, *at in run.tolist():
         mask = masks[:, px - bx:px - bx + size]
         if not job.final and not _keep(mask, params, wanted):
             continue
         x0, y0 = round(px * ds), round(py * ds)
-        name = f"{job.stem}_{scale.tag}_x{x0}_y{y0}"
-        image_path, mask_path = image_dir / (name + suffix), mask_dir / (name + mask_suffix)
-        if not (image_path.exists() and mask_path.exists()):  # resume: done patches stay
+        if job.zarr:
+            image_path = out / ZARR_NAME / "images" / str(at[0])
+            mask_path = out / ZARR_NAME / "masks" / str(at[0])
+            done = _zarr_written(out, at[0])
+        else:
+            name = f"{job.stem}_{scale.tag}_x{x0}_y{y0}"
+            image_path = image_dir / (name + suffix)
+            mask_path = mask_dir / (name + mask_suffix)
+            done = image_path.exists() and mask_path.exists()
+        if not done:  # resume: done patches stay
             todo.append((px, x0, mask, image_path, mask_path))
         counts = np.bincount(mask.ravel(), minlength=n_values)
         row: dict[str, Any] = {
@@ -489,6 +592,13 @@ def _do_run(job: _Job, index: RegionIndex, run: np.ndarray,
                 off = todo[i][0] - first
                 pieces[i] = strip[:, off:off + size]
             start = stop
+    if job.zarr:
+        images, masks_array = _zarr_arrays(out)
+        for (_, _, mask, image_path, _), image in zip(todo, pieces, strict=True):
+            at = int(image_path.name)
+            masks_array[at] = mask  # the mask first: a patch is done when its image is
+            images[at] = image
+        return rows
     for (_, _, mask, image_path, mask_path), image in zip(todo, pieces, strict=True):
         _write_atomic(mask_path, _encode(np.ascontiguousarray(mask), mask_suffix, params))
         _write_atomic(image_path, _encode(np.ascontiguousarray(image), suffix, params))
@@ -516,6 +626,7 @@ def export_patches(
     quality: int = 90,
     png_compression: int = 1,
     mask_format: str = "png",
+    dataset: str = "files",
     key: AnnotationKey | str | os.PathLike[str] | None = None,
     class_from: str = "layer",
     annotated_only: bool = False,
@@ -562,6 +673,12 @@ def export_patches(
         With ``quality`` (JPEG, 0-100) and ``png_compression`` (0-9).
     mask_format : {'png', 'tif'}
         Masks are lossless, 8-bit (16-bit with more than 255 classes).
+    dataset : {'files', 'zarr'}
+        'zarr' writes one chunked dataset, ``OUT/patches.zarr``, instead of image and
+        mask files: ``images`` (N, size, size, 3) uint8 and ``masks`` (N, size, size),
+        one patch per chunk (lossless), and the manifest's columns in ``manifest/``;
+        row ``i`` of manifest.csv is patch ``i`` (its image column reads
+        ``patches.zarr/images/<i>``). The patches are chosen before any is written.
     key : AnnotationKey or path, optional
         Class -> mask value; default: made from the annotations (``class_from``:
         'layer', 'text' or 'classification'), or read from ``OUT/key.json`` when a
@@ -601,7 +718,7 @@ def export_patches(
     """
     params = _params(size, level, mpp, magnification, overlap, region, image_format,
                      quality, png_compression, mask_format, annotated_only, min_fraction,
-                     classes, min_tissue, unannotated_ratio, seed, edge)
+                     classes, min_tissue, unannotated_ratio, seed, edge, dataset)
     out = Path(out)
     batch = not isinstance(slide, Slide) and Path(slide).is_dir()
     jobs = _batch_jobs(Path(slide), annotations) if batch else [(slide, annotations)]
@@ -629,14 +746,25 @@ def export_patches(
                 raise
             failed.append({"slide": str(source), "error": str(exc)})
             warnings.warn(f"skipped: {exc}", RuntimeWarning, stacklevel=2)
-    for plan, _, _ in plans:
+    if params.dataset == "zarr":
+        plans = [(_exact(plan, index, key_obj, params), index, handle)
+                 for plan, index, handle in plans]
+        at = 0
+        for plan, _, _ in plans:  # each patch's row in the dataset, in manifest order
+            numbered = []
+            for run in plan.runs:
+                numbered.append(np.column_stack([run, np.arange(at, at + len(run))]))
+                at += len(run)
+            plan.runs = numbered
+        _zarr_create(out, at, params.size, key_obj, params)
+    for plan, _, _ in plans if params.dataset == "files" else []:
         for sub in ("images", "masks"):
             folder = out / plan.stem / sub
             folder.mkdir(parents=True, exist_ok=True)
             for stale in folder.glob(".*.part"):  # left by a run that was killed
                 stale.unlink(missing_ok=True)
     work = [(_Job(plan.path, plan.name, plan.stem, plan.scale, plan.final, key_obj, params,
-                  str(out)), index, run, handle)
+                  str(out), params.dataset == "zarr"), index, run, handle)
             for plan, index, handle in plans for run in plan.runs]
     total = sum(len(run) for _, _, run, _ in work)
     if scheduler is not None:
@@ -652,7 +780,7 @@ def _params(size: int, level: Any, mpp: Any, magnification: Any, overlap: int,
             region: Any, image_format: str, quality: int, png_compression: int,
             mask_format: str, annotated_only: bool, min_fraction: float,
             classes: list[str] | None, min_tissue: float, unannotated_ratio: float | None,
-            seed: int, edge: str) -> ExportParams:
+            seed: int, edge: str, dataset: str = "files") -> ExportParams:
     def many(value: Any, kind: type) -> list | None:
         if value is None:
             return None
@@ -667,7 +795,7 @@ def _params(size: int, level: Any, mpp: Any, magnification: Any, overlap: int,
                           bool(annotated_only), float(min_fraction),
                           list(classes) if classes else None, float(min_tissue),
                           None if unannotated_ratio is None else float(unannotated_ratio),
-                          int(seed), edge, region)
+                          int(seed), edge, region, dataset)
     params.check()
     return params
 
@@ -716,7 +844,7 @@ def plan_patches(
         key_obj = AnnotationKey.load(key)
     else:
         key_obj = AnnotationKey.from_annotations([ann] if ann is not None else [], class_from)
-    wanted = _wanted_values(key_obj, params)
+    _wanted_values(key_obj, params)
     own = not isinstance(slide, Slide)
     handle = open_slide(slide) if own else slide
     try:
@@ -724,18 +852,9 @@ def plan_patches(
         rows = []
         for plan in _plan_slide(handle, index, key_obj, params, None):
             ds, s = plan.scale.ds, params.size
-            for run in plan.runs:
-                bx, by = int(run[0, 0]), int(run[0, 1])
-                masks = None
-                if params.selective and not plan.final:
-                    masks = rasterize_window(index, bx * ds, by * ds,
-                                             int(run[-1, 0]) - bx + s, s, ds, key_obj.dtype)
-                for px, py in run.tolist():
-                    if masks is not None and not _keep(masks[:, px - bx:px - bx + s],
-                                                       params, wanted):
-                        continue
-                    rows.append((round(px * ds), round(py * ds), s * ds, s * ds,
-                                 plan.scale.read_level))
+            for run in _exact(plan, index, key_obj, params).runs:
+                rows += [(round(px * ds), round(py * ds), s * ds, s * ds,
+                          plan.scale.read_level) for px, py in run.tolist()]
     finally:
         if own:
             handle.close()
@@ -859,6 +978,8 @@ def _write_run_files(out: Path, rows: list[dict[str, Any]], key: AnnotationKey,
         writer.writerows(rows)
     os.replace(tmp, out / "manifest.csv")
     _write_parquet(out, rows, columns)
+    if params.dataset == "zarr":
+        _zarr_manifest(out, rows, columns)
     run = {"params": asdict(params), "slides": slides, "failed": failed,
            "patches": len(rows)}
     _write_atomic(out / "export.json", (json.dumps(run, indent=2) + "\n").encode())
