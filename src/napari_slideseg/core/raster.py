@@ -163,10 +163,22 @@ def _coverage(a: np.ndarray, b: np.ndarray, owner: np.ndarray, h: int, w: int) -
     order = np.lexsort((cols, rows, owner[edge]))
     rows, cols = rows[order], cols[order]
     r_in, c_in, c_out = rows[0::2], cols[0::2], cols[1::2]  # even-odd pairs per region row
-    flat_in, flat_out = r_in * (w + 1) + c_in, r_in * (w + 1) + c_out
-    diff = (np.bincount(flat_in, minlength=h * (w + 1))
-            - np.bincount(flat_out, minlength=h * (w + 1))).reshape(h, w + 1)
-    return np.cumsum(diff, axis=1, dtype=np.int32)[:, :w] > 0
+    out = np.zeros((h, w), bool)
+    full = c_out > c_in
+    if not full.any():
+        return out
+    r_in, c_in, c_out = r_in[full], c_in[full], c_out[full]
+    # +1 where a span starts, -1 where it ends, summed along the row: only over the box
+    # the spans cover, so a region touching a corner of the window costs that corner
+    r0, r1 = int(r_in.min()), int(r_in.max()) + 1
+    c0, c1 = int(c_in.min()), int(c_out.max())
+    bw = c1 - c0 + 1
+    diff = np.zeros((r1 - r0) * bw, np.int32)
+    np.add.at(diff, (r_in - r0) * bw + c_in - c0, 1)
+    np.subtract.at(diff, (r_in - r0) * bw + c_out - c0, 1)
+    counts = np.cumsum(diff.reshape(r1 - r0, bw), axis=1, dtype=np.int32)
+    out[r0:r1, c0:c1] = counts[:, :-1] > 0
+    return out
 
 
 def region_mask(rings: Sequence[np.ndarray], h: int, w: int) -> np.ndarray:
@@ -214,7 +226,7 @@ def rasterize_window(index: RegionIndex, x: float, y: float, w: int, h: int,
         return _coverage(a / downsample - offset, b / downsample - offset, owner, h, w)
 
     positive = hits[~index.negative[hits]]
-    holes: dict[int, np.ndarray] = {}  # layer -> its negative regions' pixels, made once
+    holes: dict[int, np.ndarray | None] = {}  # layer -> its negative regions' pixels
     groups = sorted({(int(index.rank[k]), int(index.layer[k]), int(index.labels[k]))
                      for k in positive})
     for _, li, label in groups:  # ascending rank, then layer order: later ones win
@@ -222,8 +234,9 @@ def rasterize_window(index: RegionIndex, x: float, y: float, w: int, h: int,
         inside = cover(members)
         if li not in holes:
             negatives = hits[index.negative[hits] & (index.layer[hits] == li)]
-            holes[li] = cover(negatives) if len(negatives) else np.zeros((h, w), bool)
-        out[inside & ~holes[li]] = label
+            holes[li] = cover(negatives) if len(negatives) else None
+        carved = holes[li]
+        np.copyto(out, label, where=inside if carved is None else inside & ~carved)
     return out
 
 
