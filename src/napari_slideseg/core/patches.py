@@ -431,31 +431,31 @@ class _Job:
 
 
 class _Handles:
-    """Each thread's own handle on a slide, opened on first use, closed together."""
+    """Open slides shared by the export's threads, the ``capacity`` latest kept open.
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._all: list[Slide] = []
+    A :class:`Slide` gives each thread its own OpenSlide handle over one tile cache, so
+    threads share a Slide. Runs are handed out in slide order, so the slides in flight
+    are the last few opened: ``capacity`` must exceed the number of threads.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._open: dict[str, Slide] = {}
+        self._capacity = capacity
         self._lock = threading.Lock()
 
     def __call__(self, path: str) -> Slide:
-        current = getattr(self._local, "slide", None)
-        if current is None or str(current.path) != path:
-            current = open_slide(path)  # one slide at a time per thread: runs go in order
-            with self._lock:
-                self._all.append(current)
-            self._local.slide = current
-        return current
+        with self._lock:
+            handle = self._open.get(path)
+            if handle is None:
+                handle = self._open[path] = open_slide(path)
+                while len(self._open) > self._capacity:
+                    self._open.pop(next(iter(self._open))).close()
+            return handle
 
     def close(self) -> None:
         with self._lock:
-            for handle in self._all:
-                handle.close()
-            self._all.clear()
-
-
-#: A dask.distributed worker process keeps its handles for the next task.
-_WORKER_HANDLES = _Handles()
+            while self._open:
+                self._open.popitem()[1].close()
 
 
 ZARR_NAME = "patches.zarr"
@@ -615,7 +615,8 @@ def _do_run(job: _Job, index: RegionIndex, run: np.ndarray,
 def _do_runs(job: _Job, index: RegionIndex, runs: list[np.ndarray]
              ) -> list[list[dict[str, Any]]]:
     """A task for a dask.distributed worker: several runs of one slide plan."""
-    return [_do_run(job, index, run, _WORKER_HANDLES) for run in runs]
+    with open_slide(job.plan_path) as slide:
+        return [_do_run(job, index, run, slide) for run in runs]
 
 
 def export_patches(
@@ -871,7 +872,8 @@ def plan_patches(
 def _run_threads(work: list[tuple[_Job, RegionIndex, np.ndarray, Slide | None]], total: int,
                  workers: int | None, progress: Callable[[int, int], None] | None,
                  cancel: threading.Event | None) -> list[list[dict[str, Any]]]:
-    handles = _Handles()
+    n = max(1, workers or os.cpu_count() or 1)
+    handles = _Handles(n + 1)
 
     def one(item: tuple[_Job, RegionIndex, np.ndarray, Slide | None]
             ) -> list[dict[str, Any]] | None:
@@ -882,7 +884,6 @@ def _run_threads(work: list[tuple[_Job, RegionIndex, np.ndarray, Slide | None]],
 
     results: list[list[dict[str, Any]]] = []
     done = 0
-    n = max(1, workers or os.cpu_count() or 1)
     try:
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="slideseg-export") as pool:
             for item, rows in zip(work, pool.map(one, work), strict=True):
