@@ -301,7 +301,8 @@ def test_min_tissue_leaves_out_glass(tmp_path):
                               np.uint8([200, 120, 170]), image[:, 768:])  # all tissue
     sizes = sy.pyramid_dimensions(w, h, (1, 4))
     path = tmp_path / "half.svs"
-    sy.write_aperio_svs(path, sizes, sy.array_tile_reader(sy.downsample_levels(image, sizes)))
+    sy.write_aperio_svs(path, sizes, sy.array_tile_reader(sy.downsample_levels(image, sizes)),
+                        mpp=2.0)  # 3 x 2 mm: tissue areas above detect_tissue's minimum
     with open_slide(path) as slide:
         mask = tissue_mask(slide)
         frac = mask.fractions(np.array([0, 768, 640]), np.array([0, 0, 0]), 256, 256)

@@ -1,11 +1,10 @@
-"""Tissue masks from a slide's overview: where the stain is, as opposed to glass.
+"""Tissue masks for patch selection: what fraction of each patch is tissue.
 
-A low-resolution image of the whole slide (at most ``max_size`` pixels a side, read
-from the smallest level that is large enough) is thresholded on colour saturation with
-Otsu's method: stained tissue is coloured, glass and background are grey or white. Very
-dark pixels (pen marks' shadows, folds seen as black) and very bright ones are left out.
-The result is small (megabytes for any slide) and answers "what fraction of this
-patch is tissue" for thousands of patches at once through an integral image.
+The mask comes from :func:`napari_slideseg.core.threshold.detect_tissue` (colour
+saturation thresholded with Otsu's method at about 8 µm/px: stained tissue is coloured,
+glass is grey or white). It is small (megabytes for any slide) and answers "what
+fraction of this patch is tissue" for thousands of patches at once through an integral
+image.
 """
 
 from __future__ import annotations
@@ -60,24 +59,10 @@ class TissueMask:
         return total / ((r1 - r0) * (c1 - c0))
 
 
-def tissue_mask(slide: Slide, max_size: int = 2048, min_saturation: float = 15.0
-                ) -> TissueMask:
-    """The slide's tissue mask at most ``max_size`` pixels a side.
+def tissue_mask(slide: Slide, mpp: float = 8.0) -> TissueMask:
+    """The slide's tissue mask from :func:`napari_slideseg.core.threshold.detect_tissue`
+    (saturation, Otsu, smoothed and cleaned, at ``mpp`` µm/px)."""
+    from .threshold import detect_tissue
 
-    Saturation above Otsu's threshold (and at least ``min_saturation``, so a blank
-    slide is not split into "tissue" by noise), brightness between 20 and 245.
-    """
-    import cv2
-    from skimage.filters import threshold_otsu
-
-    rgb = slide.get_thumbnail((max_size, max_size))
-    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
-    saturation, value = hsv[..., 1], hsv[..., 2]
-    try:
-        otsu = float(threshold_otsu(saturation))
-    except ValueError:  # a single-valued image
-        otsu = 255.0
-    threshold = max(otsu, min_saturation)
-    mask = (saturation > threshold) & (value > 20) & (value < 245)
-    w0 = slide.dimensions[0]
-    return TissueMask(mask, w0 / mask.shape[1], threshold)
+    result = detect_tissue(slide, mpp=mpp)
+    return TissueMask(result.labels > 0, result.downsample, result.threshold)

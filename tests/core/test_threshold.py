@@ -1,0 +1,110 @@
+"""Thresholding and tissue detection: known answers on made-up images and slides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slideseg import SlideSegError, open_slide
+from napari_slideseg.core import synthetic as sy
+from napari_slideseg.core.threshold import (
+    ThresholdParams,
+    channel_image,
+    detect_tissue,
+    threshold_image,
+    threshold_level,
+    threshold_value,
+)
+
+
+def _bimodal(rng):
+    image = rng.uniform(50, 70, (200, 300)).astype(np.float32)
+    image[50:150, 100:250] = rng.uniform(170, 190, (100, 150))
+    return image
+
+
+def test_otsu_on_a_bimodal_image_finds_the_bright_block():
+    image = _bimodal(np.random.default_rng(0))
+    t = threshold_value(image, "otsu")
+    assert 70 <= t < 170  # between the modes
+    result = threshold_image(image, method="otsu", channel="grey")
+    expected = np.zeros(image.shape, np.int32)
+    expected[50:150, 100:250] = 1
+    np.testing.assert_array_equal(result.labels, expected)
+    below = threshold_image(image, method="otsu", above=False)
+    assert below.count == 1 and (below.labels > 0).sum() == image.size - 100 * 150
+    for method in ("li", "triangle", "yen", "mean"):
+        assert 69 < threshold_value(image, method) < 171, method  # scikit-image bins
+    assert threshold_value(image, "quantile", quantile=0.9) == pytest.approx(
+        np.quantile(image, 0.9))
+    assert threshold_image(image, method="manual", value=250).count == 0
+
+
+def test_channels():
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0] = [(255, 255, 255), (128, 128, 128), (255, 0, 0)]
+    rgb[1] = [(70, 40, 140), (230, 120, 170), (150, 90, 40)]  # H, E, DAB-like
+    assert channel_image(rgb, "saturation")[0, :2].tolist() == [0, 0]
+    assert channel_image(rgb, "saturation")[0, 2] == 255
+    assert channel_image(rgb, "grey")[0, 0] == 255
+    assert channel_image(rgb, "red")[0, 2] == 255 and channel_image(rgb, "blue")[0, 2] == 0
+    od = channel_image(rgb, "od")
+    assert od[0, 0] == pytest.approx(0.0) and od[0, 1] > 0.25
+    h, e, d = (channel_image(rgb, c)[1] for c in ("hematoxylin", "eosin", "dab"))
+    assert h.argmax() == 0 and e.argmax() == 1 and d.argmax() == 2
+    with pytest.raises(SlideSegError, match="channel"):
+        channel_image(rgb, "purple")
+
+
+def test_cleaning_in_micrometres():
+    mask = np.zeros((120, 120), np.float32)
+    mask[10:60, 10:60] = 255  # 50 x 50 px object ...
+    mask[30:34, 30:34] = 0  # ... with a 16 px hole
+    mask[20:40, 80:100] = 255  # a 20 x 20 object with a 100 px hole
+    mask[25:35, 85:95] = 0
+    mask[100:103, 100:103] = 255  # 9 px speck
+    # at 0.5 µm/px one pixel is 0.25 µm²
+    result = threshold_image(mask, method="manual", value=128, mpp=0.5,
+                             min_area_um2=10.0, min_hole_um2=10.0)
+    assert result.count == 2  # the speck (2.25 µm²) is gone
+    labels = result.labels
+    assert labels[31, 31] != 0  # the 4 µm² hole is closed
+    assert labels[30, 90] == 0  # the 25 µm² hole stays
+    filled = threshold_image(mask, method="manual", value=128, fill_holes=True)
+    assert filled.labels[30, 90] != 0 and filled.count == 3
+    opened = threshold_image(mask, method="manual", value=128, mpp=0.5, open_um=1.0)
+    assert opened.labels[101, 101] == 0  # a 3 px speck does not survive a 2 px disk
+
+
+def test_tissue_fraction_of_a_slide_with_a_known_disc(tmp_path):
+    w, h = 2048, 1536
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - 1000) ** 2 + (yy - 700) ** 2 < 500 ** 2
+    tissue, _ = sy.tissue_image(w, h, seed=4)
+    rng = np.random.default_rng(1)
+    glass = np.clip(241 + rng.normal(0, 2, (h, w, 3)), 0, 255).astype(np.uint8)
+    pink = np.where(tissue.mean(axis=2, keepdims=True) > 200, np.uint8([215, 140, 185]),
+                    tissue)
+    image = np.where(disc[..., None], pink, glass)
+    sizes = sy.pyramid_dimensions(w, h, (1, 4, 16))
+    path = tmp_path / "disc.svs"
+    sy.write_aperio_svs(path, sizes, sy.array_tile_reader(sy.downsample_levels(image, sizes)),
+                        mpp=0.5)
+    with open_slide(path) as slide:
+        result = detect_tissue(slide, mpp=8.0)
+    assert result.downsample == pytest.approx(16.0, rel=0.01)
+    assert result.count == 1
+    assert result.fraction() == pytest.approx(disc.mean(), abs=0.01)
+    cy, cx = (np.argwhere(result.labels).mean(axis=0) + 0.5) * result.downsample
+    assert (cx, cy) == pytest.approx((1000, 700), abs=8)
+
+
+def test_lazy_level_threshold_equals_the_one_piece(svs):
+    params = ThresholdParams(channel="od", sigma_um=2.0, method="otsu", open_um=1.0,
+                             close_um=2.0)
+    with open_slide(svs.path) as slide:
+        mask, t = threshold_level(slide, 0, params, chunk=512)
+        assert mask.shape == slide.level_dimensions[0][::-1]
+        whole = threshold_image(slide.pyramid[0].compute(), params, mpp=slide.mpp[0],
+                                threshold=t)
+        np.testing.assert_array_equal(mask.compute(), (whole.labels > 0).astype(np.uint8))
