@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .core.errors import SlideSegError
 
@@ -128,6 +129,92 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for failure in run["failed"]:
         print(f"skipped {failure['slide']}: {failure['error']}")
     return 1 if run["failed"] and not run["slides"] else 0
+
+
+def _cmd_tissue(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from .core.slide import open_slide
+    from .core.threshold import ThresholdParams, detect_tissue, threshold_level
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    polygons = suffix in (".xml", ".geojson", ".json")
+    if not polygons and suffix not in (".tif", ".tiff", ".zarr"):
+        print(f"error: --out {out}: give a .tif/.zarr (mask) or .xml/.geojson/.json "
+              "(polygons)", file=sys.stderr)
+        return 2
+    settings = {"channel": args.channel, "method": args.method, "value": args.threshold,
+                "quantile": args.quantile, "above": not args.below}
+    for name, value in (("sigma_um", args.sigma), ("open_um", args.open),
+                        ("close_um", args.close), ("min_area_um2", args.min_area),
+                        ("min_hole_um2", args.min_hole)):
+        if value is not None:
+            settings[name] = value
+    if args.fill_holes:
+        settings["fill_holes"] = True
+    if args.threshold is not None:
+        settings["method"] = "manual"
+    start = time.perf_counter()
+    with open_slide(args.slide) as slide:
+        if args.level is not None and not polygons:
+            # a large level: threshold estimated small, applied chunk by chunk
+            defaults = ThresholdParams(channel="saturation", sigma_um=16.0, close_um=32.0)
+            params = ThresholdParams(**{**{k: getattr(defaults, k) for k in
+                                           ("channel", "sigma_um", "close_um")}, **settings})
+            mask, t = threshold_level(slide, args.level, params)
+            ds = float(slide.level_downsamples[args.level])
+            mpp = slide.mpp[0] * ds if slide.mpp else None
+            _save_levels(mask, out, mpp)
+            print(f"tissue mask of level {args.level} ({mask.shape[1]} x {mask.shape[0]}, "
+                  f"threshold {t:.4g}) -> {out} in {time.perf_counter() - start:.1f} s")
+            return 0
+        result = detect_tissue(slide, mpp=args.mpp, level=args.level, **settings)
+    seconds = time.perf_counter() - start
+    if polygons:
+        from .core.annotations import write_annotations
+        from .core.vector import labels_to_polygons
+
+        ann = labels_to_polygons(result.labels, downsample=result.downsample,
+                                 tolerance=args.tolerance * result.downsample,
+                                 names={i: "tissue" for i in range(1, result.count + 1)})
+        ann.mpp = slide.mpp[0] if slide.mpp else None
+        write_annotations(ann, out)
+    else:
+        import dask.array as da
+
+        _save_levels(da.from_array((result.labels > 0).astype(np.uint8), chunks=1024), out,
+                     result.mpp)
+    print(f"{result.count} tissue piece{'s' if result.count != 1 else ''}, "
+          f"{100 * result.fraction():.1f} % of the slide, threshold {result.threshold:.4g} "
+          f"({result.labels.shape[1]} x {result.labels.shape[0]} px at "
+          f"{result.downsample:.4g} x) -> {out} in {seconds:.1f} s")
+    return 0
+
+
+def _save_levels(mask: Any, out: Path, mpp: float | None) -> None:
+    """A mask and its 2 x reductions down to about 1000 px, as a pyramidal TIFF or zarr.
+
+    A lazy mask is computed once, into a temporary zarr store beside ``out``, and the
+    reductions are read from there (not recomputed from the slide for every level).
+    """
+    import shutil
+
+    import dask.array as da
+
+    from .core.masks import save_mask
+
+    scratch = out.with_name(f".{out.name}.scratch.zarr")
+    try:
+        mask.rechunk(1024).to_zarr(str(scratch), overwrite=True)
+        levels = [da.from_zarr(str(scratch))]
+        while max(levels[-1].shape) > 1024:
+            levels.append(levels[-1][::2, ::2].rechunk(1024))
+        save_mask(levels, out, mpp=mpp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _has_display() -> bool:
@@ -343,6 +430,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on a dask.distributed cluster (e.g. tcp://host:8786); its "
                         "workers must see the slides and OUT at the same paths")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "tissue", help="detect tissue (or threshold any stain) and save a mask or polygons",
+        description="Threshold a slide into tissue and glass (defaults suit H&E: "
+                    "saturation, Otsu, 16 µm smoothing, 32 µm closing, pieces and holes "
+                    "under 0.05 mm² removed) and save the mask (.tif pyramidal TIFF or "
+                    ".zarr) or the outlines as polygons (.xml, .geojson, .json).")
+    p.add_argument("slide", metavar="SLIDE")
+    p.add_argument("--out", required=True, help="output .tif/.zarr mask or annotation file")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--mpp", type=float, default=8.0,
+                       help="µm per pixel to work at (8)")
+    scale.add_argument("--level", type=int,
+                       help="work at this level; for a mask, a large level is thresholded "
+                            "chunk by chunk with the threshold found at 8 µm/px")
+    p.add_argument("--channel", default="saturation",
+                   choices=("grey", "saturation", "od", "hematoxylin", "eosin", "dab",
+                            "red", "green", "blue"), help="channel (saturation)")
+    p.add_argument("--method", default="otsu",
+                   choices=("otsu", "li", "triangle", "yen", "mean", "quantile"),
+                   help="threshold method (otsu)")
+    p.add_argument("--threshold", type=float, help="a manual threshold instead of a method")
+    p.add_argument("--quantile", type=float, default=0.5, help="for --method quantile")
+    p.add_argument("--below", action="store_true",
+                   help="objects are below the threshold (e.g. the grey channel)")
+    p.add_argument("--sigma", type=float, metavar="UM", help="Gaussian smoothing σ in µm")
+    p.add_argument("--open", type=float, metavar="UM", help="opening radius in µm")
+    p.add_argument("--close", type=float, metavar="UM", help="closing radius in µm")
+    p.add_argument("--min-area", type=float, metavar="UM2",
+                   help="drop pieces smaller than this (µm²)")
+    p.add_argument("--min-hole", type=float, metavar="UM2",
+                   help="close holes smaller than this (µm²)")
+    p.add_argument("--fill-holes", action="store_true", help="close every hole")
+    p.add_argument("--tolerance", type=float, default=1.0,
+                   help="polygon simplification in pixels of the working scale (1)")
+    p.set_defaults(func=_cmd_tissue)
 
     p = sub.add_parser(
         "demo", help="generate the sample slide and show it (headless without a display)",
