@@ -108,3 +108,24 @@ def test_lazy_level_threshold_equals_the_one_piece(svs):
         whole = threshold_image(slide.pyramid[0].compute(), params, mpp=slide.mpp[0],
                                 threshold=t)
         np.testing.assert_array_equal(mask.compute(), (whole.labels > 0).astype(np.uint8))
+
+
+def test_illumination_correction_evens_out_vignetting():
+    from napari_slideseg.core.threshold import flatten_illumination
+
+    yy, xx = np.mgrid[:256, :256]
+    shade = 1 - 0.35 * (((xx - 128) ** 2 + (yy - 128) ** 2) / (2 * 128 ** 2))
+    flat = np.full((256, 256, 3), 220.0)
+    flat[100:140, 60:200] = (120, 60, 140)  # a dark object
+    image = np.clip(flat * shade[..., None], 0, 255).astype(np.uint8)
+    out = flatten_illumination(image, 20)  # the background varies over ~100 px
+    glass = np.ones((256, 256), bool)
+    glass[90:150, 50:210] = False
+    before, after = image[glass].mean(axis=1), out[glass].mean(axis=1)
+    assert after.std() < 0.4 * before.std()
+    # thresholding the corrected image separates the object from the dark corners
+    result = threshold_image(image, channel="grey", above=False, method="otsu",
+                             flatten_um=20)
+    assert result.count == 1
+    assert (result.labels[100:140, 60:200] > 0).mean() > 0.95
+    assert (result.labels[glass] > 0).mean() < 0.01

@@ -31,7 +31,8 @@ from .errors import SlideSegError
 from .slide import Slide
 
 __all__ = ["CHANNELS", "METHODS", "ThresholdParams", "ThresholdResult", "channel_image",
-           "detect_tissue", "threshold_image", "threshold_level", "threshold_value"]
+           "detect_tissue", "flatten_illumination", "threshold_image", "threshold_level",
+           "threshold_value"]
 
 CHANNELS = ("grey", "saturation", "od", "hematoxylin", "eosin", "dab", "red", "green",
             "blue")
@@ -53,6 +54,7 @@ class ThresholdParams:
     fill_holes: bool = False
     min_area_um2: float = 0.0
     min_hole_um2: float = 0.0
+    flatten_um: float = 0.0  # illumination correction: background sigma (0 = off)
 
     def check(self) -> None:
         if self.channel not in CHANNELS:
@@ -63,7 +65,8 @@ class ThresholdParams:
             raise SlideSegError("method 'manual' needs a threshold value.")
         if not 0.0 <= self.quantile <= 1.0:
             raise SlideSegError(f"quantile must be in [0, 1], not {self.quantile}.")
-        for name in ("sigma_um", "open_um", "close_um", "min_area_um2", "min_hole_um2"):
+        for name in ("sigma_um", "open_um", "close_um", "min_area_um2", "min_hole_um2",
+                     "flatten_um"):
             value = getattr(self, name)
             if not (value >= 0 and np.isfinite(value)):
                 raise SlideSegError(f"{name} must be 0 or more, not {value}.")
@@ -146,6 +149,34 @@ def threshold_value(image: np.ndarray, method: str = "otsu", *, value: float | N
     if method not in functions:
         raise SlideSegError(f"method {method!r}: use one of {', '.join(METHODS)}.")
     return float(functions[method](finite))
+
+
+def flatten_illumination(rgb: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Illumination (vignetting) correction for tiled brightfield microscope images.
+
+    The background is estimated per channel on a reduced copy: a grey closing (dark
+    objects up to ``sigma_px`` across are removed, like a rolling ball) smoothed by a
+    Gaussian of ``sigma_px``. Each channel is divided by it and scaled back to its mean,
+    so an image darker at its corners comes out evenly lit. RGB uint8 in and out.
+    """
+    import cv2
+
+    data = np.asarray(rgb, np.float32)
+    h, w = data.shape[:2]
+    f = max(1.0, sigma_px / 8.0)  # work where sigma is ~8 px: cheap for any sigma
+    small = cv2.resize(data, (max(1, round(w / f)), max(1, round(h / f))),
+                       interpolation=cv2.INTER_AREA)
+    r = max(1, int(round(sigma_px / f)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, disk, borderType=cv2.BORDER_REFLECT)
+    background = cv2.GaussianBlur(background, (0, 0), sigmaX=sigma_px / f,
+                                  borderType=cv2.BORDER_REFLECT)
+    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
+    if background.ndim == 2:
+        background = background[..., None]
+    level = background.reshape(-1, data.shape[-1]).mean(axis=0)
+    flat = data / np.maximum(background, 1.0) * level
+    return np.clip(flat + 0.5, 0, 255).astype(np.uint8)
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -254,12 +285,14 @@ def threshold_image(image: np.ndarray, params: ThresholdParams | None = None, *,
     params = params or ThresholdParams(**settings)
     params.check()
     data = np.asarray(image)
+    px_per_um = 1.0 / mpp if mpp else 1.0
+    if params.flatten_um > 0 and data.ndim == 3:
+        data = flatten_illumination(data, params.flatten_um * px_per_um)
     channel = (channel_image(data, params.channel) if data.ndim == 3
                else data.astype(np.float32, copy=False))
     if channel.ndim != 2:
         raise SlideSegError(f"an (h, w, 3) RGB image or an (h, w) channel is needed, not "
                             f"shape {data.shape}.")
-    px_per_um = 1.0 / mpp if mpp else 1.0
     if threshold is None:
         smooth = _smooth(channel, params.sigma_um * px_per_um)
         threshold = threshold_value(smooth, params.method, value=params.value,
