@@ -27,6 +27,9 @@ __all__ = [
     "annotation_layers_data",
     "annotation_labels_data",
     "shapes_to_annotations",
+    "grid_window",
+    "patch_grid_data",
+    "mask_labels_data",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -438,5 +441,147 @@ def annotation_labels_data(annotations: AnnotationSet,
         "colormap": DirectLabelColormap(color_dict=colors),
         "metadata": {META_SET: annotations, "slideseg_label_names": {
             k + 1: layer.class_name for k, layer in enumerate(annotations)}},
+    }
+    return (pyramid if len(pyramid) > 1 else pyramid[0], kwargs, "labels")
+
+
+# -- export previews: the patch grid and the whole-slide label mask --------------------
+
+#: Patch grid colours: label 1 is inside a patch, label 2 on a patch's edge.
+GRID_COLORS = {1: (1.0, 0.85, 0.0, 0.12), 2: (1.0, 0.85, 0.0, 1.0)}
+
+
+def _pixel_span(a: np.ndarray, b: np.ndarray, ds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Level pixels [p0, p1) whose centres lie in level-0 [a, b); at least one pixel."""
+    p0 = np.ceil(a / ds - 0.5).astype(np.int64)
+    p1 = np.maximum(np.ceil(b / ds - 0.5).astype(np.int64), p0 + 1)
+    return p0, p1
+
+
+def _box_count(boxes: tuple[np.ndarray, ...], h: int, w: int) -> np.ndarray:
+    """How many of the (r0, r1, c0, c1) boxes cover each pixel of an (h, w) window."""
+    r0, r1, c0, c1 = (np.clip(v, 0, n) for v, n in zip(boxes, (h, h, w, w), strict=True))
+    keep = (r1 > r0) & (c1 > c0)
+    r0, r1, c0, c1 = r0[keep], r1[keep], c0[keep], c1[keep]
+    # a summed-area table of +1/-1 box corners (np.bincount is many times np.add.at)
+    corners = np.concatenate([r0 * (w + 1) + c0, r0 * (w + 1) + c1, r1 * (w + 1) + c0,
+                              r1 * (w + 1) + c1])
+    signs = np.repeat(np.array([1, -1, -1, 1], np.float32), len(r0))
+    diff = np.bincount(corners, signs, (h + 1) * (w + 1)).astype(np.int32)
+    diff = diff.reshape(h + 1, w + 1)[:h, :w]
+    return diff.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
+
+
+def grid_window(patches: np.ndarray, x: int, y: int, w: int, h: int,
+                downsample: float | tuple[float, float] = 1.0) -> np.ndarray:
+    """The patch grid drawn into one window of a pyramid level.
+
+    Parameters
+    ----------
+    patches : (N, 4) or (N, 5) array
+        Level-0 pixel ``x, y, width, height`` of each patch (as
+        :func:`napari_slideseg.plan_patches` gives them; a fifth column is ignored).
+    x, y, w, h : int
+        The window: top-left corner and size, in pixels of the level.
+    downsample : float or (float, float)
+        Level-0 pixels per pixel of the level (along x, y when a pair).
+
+    Returns
+    -------
+    (h, w) uint8 array
+        0 outside every patch, 1 inside one, 2 on a patch's edge: a line two pixels of
+        the level wide, centred on the edge (the pixels just inside and just outside
+        it), so that neighbouring patches share one line. A pixel is inside a patch
+        when its centre is, the rule of the masks.
+    """
+    patches = np.asarray(patches, np.float64)[:, :4]
+    dx, dy = (downsample, downsample) if np.isscalar(downsample) else downsample
+    c0, c1 = _pixel_span(patches[:, 0], patches[:, 0] + patches[:, 2], float(dx))
+    r0, r1 = _pixel_span(patches[:, 1], patches[:, 1] + patches[:, 3], float(dy))
+    near = (c0 - 1 < x + w) & (c1 + 1 > x) & (r0 - 1 < y + h) & (r1 + 1 > y)
+    c0, c1, r0, r1 = c0[near] - x, c1[near] - x, r0[near] - y, r1[near] - y
+    out = np.zeros((h, w), np.uint8)
+    if not len(c0):
+        return out
+    out[_box_count((r0, r1, c0, c1), h, w) > 0] = 1
+    edge = _box_count((r0 - 1, r1 + 1, c0 - 1, c1 + 1), h, w) > \
+        _box_count((r0 + 1, r1 - 1, c0 + 1, c1 - 1), h, w)
+    out[edge] = 2
+    return out
+
+
+def patch_grid_data(patches: np.ndarray, slide: Slide, name: str = "patch grid",
+                    chunk: int = 1024) -> LayerDataTuple:
+    """A planned patch grid as a lazy multiscale Labels layer over ``slide``'s layer.
+
+    ``patches`` holds level-0 pixel ``x, y, width, height`` (and the level read) per
+    patch, as :func:`napari_slideseg.plan_patches` returns them. The layer has its own
+    pyramid, halving from the slide's level-0 size, drawn chunk by chunk when napari
+    shows it: the cost does not grow with the number of patches the way a Shapes
+    layer's does (seconds per thousand rectangles), and since napari shows a level at
+    one to two of its pixels per screen pixel, the two-pixel edges stay one to two
+    screen pixels wide at every zoom out to the whole slide. Scale and translate are
+    the slide layer's, so level 0 lines up pixel for pixel.
+    """
+    import dask.array as da
+    from napari.utils.colormaps import DirectLabelColormap
+
+    patches = np.asarray(patches, np.float64)
+    w0, h0 = slide.dimensions
+    levels = []
+    factor = 1
+    while True:
+        w, h = max(1, w0 // factor), max(1, h0 // factor)
+
+        # napari places level k with the downsample w0 / w, h0 / h: draw it with the same
+        def block(block_info: Any = None, ds: tuple[float, float] = (w0 / w, h0 / h)
+                  ) -> np.ndarray:
+            (r0, r1), (c0, c1) = block_info[None]["array-location"]
+            return grid_window(patches, c0, r0, c1 - c0, r1 - r0, ds)
+
+        chunks = (da.core.normalize_chunks(chunk, (h,))[0],
+                  da.core.normalize_chunks(chunk, (w,))[0])
+        levels.append(da.map_blocks(block, dtype=np.uint8, chunks=chunks,
+                                    name=f"slideseg-grid-{id(patches)}-{w}x{h}"))
+        if max(w, h) <= 1024:
+            break
+        factor *= 2
+    scale = slide_scale(slide)
+    colors: dict[Any, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **GRID_COLORS}
+    kwargs = {
+        "name": name, "scale": scale, "units": slide_units(slide),
+        "translate": tuple(0.5 * s for s in scale), "multiscale": len(levels) > 1,
+        "colormap": DirectLabelColormap(color_dict=colors), "opacity": 1.0,
+        "metadata": {"slideseg_patches": patches, "slideseg_slide_path": str(slide.path)},
+    }
+    return (levels if len(levels) > 1 else levels[0], kwargs, "labels")
+
+
+def mask_labels_data(annotations: AnnotationSet, key: Any, slide: Slide,
+                     name: str = "mask") -> LayerDataTuple:
+    """The whole-slide label mask of an export as a lazy multiscale Labels layer.
+
+    Pixel values are the ``key``'s (an :class:`~napari_slideseg.AnnotationKey`) and
+    each class is drawn in its colour; level k lines up with level k of ``slide``
+    (see :func:`napari_slideseg.core.masks.mask_pyramid`).
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from .core.masks import mask_pyramid
+
+    pyramid = mask_pyramid(annotations, key, list(slide.level_dimensions),
+                           [float(d) for d in slide.level_downsamples])
+    colors: dict[Any, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+    names = {}
+    for cls, value in key.values.items():
+        rgb = key.colors.get(cls)
+        colors[value] = (*(c / 255 for c in rgb), 1.0) if rgb else (1.0, 1.0, 0.0, 1.0)
+        names[value] = cls
+    scale = slide_scale(slide)
+    kwargs = {
+        "name": name, "scale": scale, "units": slide_units(slide),
+        "translate": tuple(0.5 * s for s in scale), "multiscale": len(pyramid) > 1,
+        "opacity": 0.5, "colormap": DirectLabelColormap(color_dict=colors),
+        "metadata": {"slideseg_label_names": names, "slideseg_key": key},
     }
     return (pyramid if len(pyramid) > 1 else pyramid[0], kwargs, "labels")
