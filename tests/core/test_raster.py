@@ -106,3 +106,16 @@ def test_label_pyramid_chunks_agree_with_direct_windows():
         direct = rasterize_window(index, c0 * ds, r0 * ds, 450, 300, ds)
         np.testing.assert_array_equal(window, direct, err_msg=f"level {level}")
     assert np.asarray(pyramid[0]).max() == 2
+
+
+def test_a_hole_poking_out_of_its_ring_is_found_by_window_queries():
+    from napari_slideseg import AnnotationKey, AnnotationLayer, AnnotationSet, Region, rasterize
+
+    outer = np.array([[10.0, 10.0], [50.0, 10.0], [50.0, 50.0], [10.0, 50.0]])
+    hole = np.array([[40.0, 20.0], [90.0, 20.0], [90.0, 30.0], [40.0, 30.0]])  # out to x=90
+    ann = AnnotationSet([AnnotationLayer(name="a", regions=[Region(outer, holes=[hole])])])
+    key = AnnotationKey({"a": 1})
+    whole = rasterize(ann, key, (0, 0, 100, 60))
+    assert whole[25, 70] == 1  # even-odd: inside the hole's ring only
+    window = rasterize(ann, key, (60, 0, 40, 60))  # meets the hole, not the outer ring
+    np.testing.assert_array_equal(window, whole[:, 60:100])

@@ -104,10 +104,12 @@ class RegionIndex:
         following = np.arange(1, len(a) + 1)
         following[ring_start + sizes - 1] = ring_start  # each ring closes on its start
         outer = np.asarray(outer_of)
-        lo_x = np.minimum.reduceat(a[:, 0], ring_start)[outer]
-        lo_y = np.minimum.reduceat(a[:, 1], ring_start)[outer]
-        hi_x = np.maximum.reduceat(a[:, 0], ring_start)[outer]
-        hi_y = np.maximum.reduceat(a[:, 1], ring_start)[outer]
+        # a region's box holds all its rings: a hole poking out of its outer ring is
+        # filled there (even-odd), so it must be found by window queries too
+        lo_x = np.minimum.reduceat(np.minimum.reduceat(a[:, 0], ring_start), outer)
+        lo_y = np.minimum.reduceat(np.minimum.reduceat(a[:, 1], ring_start), outer)
+        hi_x = np.maximum.reduceat(np.maximum.reduceat(a[:, 0], ring_start), outer)
+        hi_y = np.maximum.reduceat(np.maximum.reduceat(a[:, 1], ring_start), outer)
         return cls(np.column_stack([lo_x, lo_y, hi_x, hi_y]), np.asarray(labels, np.int64),
                    np.asarray(negative, bool), np.asarray(layers, np.int64),
                    np.asarray(ranks, np.int64), a, a[following],
