@@ -18,6 +18,15 @@ from .core.annotations import (
     read_annotations,
     write_annotations,
 )
+from .core.edit import (
+    EditResult,
+    LabelEdit,
+    cut_labels,
+    merge_labels,
+    merge_selected,
+    new_label_id,
+    split_labels,
+)
 from .core.errors import (
     AnnotationError,
     AnnotationNotFoundError,
@@ -32,6 +41,7 @@ from .core.errors import (
 from .core.masks import AnnotationKey, rasterize
 from .core.patches import export_patches, plan_patches
 from .core.slide import Slide, open_slide
+from .core.vector import labels_to_polygons, polygons_to_labels
 
 try:
     __version__ = version("napari-slideseg")
@@ -45,7 +55,9 @@ __all__ = [
     "AnnotationNotFoundError",
     "AnnotationSet",
     "CorruptTileError",
+    "EditResult",
     "InvalidGeometryError",
+    "LabelEdit",
     "MalformedAnnotationError",
     "Region",
     "Slide",
@@ -53,10 +65,17 @@ __all__ = [
     "SlideSegError",
     "UnsafeAnnotationError",
     "UnsupportedSlideError",
+    "cut_labels",
     "export_patches",
+    "labels_to_polygons",
+    "merge_labels",
+    "merge_selected",
+    "new_label_id",
     "open_slide",
     "plan_patches",
+    "polygons_to_labels",
     "rasterize",
     "read_annotations",
+    "split_labels",
     "write_annotations",
 ]
