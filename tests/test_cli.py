@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from napari_slideseg.cli import main
@@ -167,3 +168,31 @@ def test_export_options_match_the_function(tmp_path, capsys):
     assert main(["export", str(sample.slide), "--out", str(tmp_path / "x"),
                  "--region", "1,2,3"]) == 2
     assert "X,Y,W,H" in capsys.readouterr().err
+
+
+def test_tissue_writes_a_mask_and_polygons(tmp_path, capsys):
+    import tifffile
+
+    from napari_slideseg import open_slide, rasterize, read_annotations
+    from napari_slideseg.core.masks import AnnotationKey
+    from napari_slideseg.core.sample import make_sample_slide
+    from napari_slideseg.core.threshold import detect_tissue
+
+    sample = make_sample_slide(tmp_path / "sample")
+    with open_slide(sample.slide) as slide:
+        expected = detect_tissue(slide, mpp=4.0)
+    assert expected.count >= 1
+    assert main(["tissue", str(sample.slide), "--out", str(tmp_path / "t.tif"),
+                 "--mpp", "4"]) == 0
+    assert "tissue piece" in capsys.readouterr().out
+    with tifffile.TiffFile(tmp_path / "t.tif") as tif:
+        mask = tif.series[0].levels[0].asarray()
+    np.testing.assert_array_equal(mask, (expected.labels > 0).astype(np.uint8))
+    assert main(["tissue", str(sample.slide), "--out", str(tmp_path / "t.geojson"),
+                 "--mpp", "4", "--tolerance", "0"]) == 0
+    ann = read_annotations(tmp_path / "t.geojson")
+    key = AnnotationKey({"tissue": 1})
+    h, w = expected.labels.shape
+    back = rasterize(ann, key, region=(0, 0, w, h), downsample=expected.downsample)
+    np.testing.assert_array_equal(back, (expected.labels > 0).astype(np.uint8))
+    assert main(["tissue", str(sample.slide), "--out", str(tmp_path / "t.png")]) == 2
