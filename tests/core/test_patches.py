@@ -430,3 +430,28 @@ def test_zarr_dataset_holds_the_same_patches(svs, tmp_path):
 
     with pytest.raises(SlideSegError, match="another export"):
         export_patches(svs.path, ann, tmp_path / "z", size=64, dataset="zarr")
+
+
+@pytest.mark.shared
+def test_real_imagescope_nuclei_export_pixel_exact(shared_data, tmp_path):
+    """MoNuSeg: a real 1000 x 1000 H&E tile and its ImageScope file of 575 nuclei."""
+    from napari_slideseg import read_annotations
+
+    folder = shared_data / "patches" / "monuseg"
+    image_path = folder / "TCGA-2Z-A9J9-01A-01-TS1.tif"
+    ann = read_annotations(folder / "TCGA-2Z-A9J9-01A-01-TS1.xml")
+    with open_slide(image_path) as slide:
+        assert slide.mpp is None  # the TIFF's 72 dpi is not a pixel size
+        rows = export_patches(slide, ann, tmp_path, size=200, overlap=50,
+                              image_format="png", workers=2)
+        assert len(rows) == len(range(0, 1000 - 200 + 1, 150)) ** 2
+        regions = [r.vertices for r in ann[0].regions]
+        for row in rows[::4]:
+            x, y = row["x"], row["y"]
+            np.testing.assert_array_equal(_read(tmp_path / row["image"]),
+                                          slide.read_region((x, y), 0, (200, 200)))
+            expected = np.zeros((200, 200), np.uint8)
+            for ring in regions:  # each nucleus filled on its own (they may overlap)
+                expected[_sk(ring, x, y, 1.0, 200)] = 1
+            np.testing.assert_array_equal(_read(tmp_path / row["mask"]), expected)
+    assert sum(r[next(k for k in r if k.startswith("frac_"))] > 0 for r in rows) == len(rows)

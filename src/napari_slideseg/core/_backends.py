@@ -29,6 +29,8 @@ MIN_CHUNK = 512
 DEFAULT_CHUNK = 512
 #: Decoded-tile cache shared by all OpenSlide handles of one slide.
 OPENSLIDE_CACHE_BYTES = 64 * 1024 * 1024
+#: TIFF resolution tags giving larger pixels than this (µm) are a print or screen dpi.
+MAX_PLAUSIBLE_MPP = 50.0
 MAX_CHUNK = 2048
 
 
@@ -454,7 +456,11 @@ def _tiff_mpp(tif: Any, page: Any) -> tuple[tuple[float, float] | None, float | 
         rx = xres.value[0] / xres.value[1] if xres.value[1] else 0
         ry = yres.value[0] / yres.value[1] if yres.value[1] else 0
         if per_unit_um and rx > 0 and ry > 0:
-            return (per_unit_um / rx, per_unit_um / ry), objective
+            mx, my = per_unit_um / rx, per_unit_um / ry
+            # image editors stamp a screen or print resolution (72, 96, 300 dpi: 85-350
+            # µm/px): no microscope image has pixels that large, so that means unknown
+            if max(mx, my) <= MAX_PLAUSIBLE_MPP:
+                return (mx, my), objective
     return None, objective
 
 

@@ -202,11 +202,13 @@ def rasterize(annotations: AnnotationSet, key: AnnotationKey,
 
     Notes
     -----
-    A pixel takes a class when its centre lies inside one of that class's regions and
-    outside the negative regions of the same annotation layer; where classes overlap
-    the later one in ``key.priority`` wins; arrows, rulers, lines and points are never
-    filled. Labels are never interpolated: at a reduced level each output pixel is
-    decided by its own centre, as if sampled from level 0 with nearest neighbour.
+    A pixel takes a class when its centre lies inside (or on the outline of) one of that
+    class's regions and outside (and off the outline of) its holes and the negative
+    regions of the same annotation layer, as scikit-image's ``draw.polygon`` decides;
+    where classes overlap the later one in ``key.priority`` wins; arrows, rulers, lines
+    and points are never filled. Labels are never interpolated: at a reduced level each
+    output pixel is decided by its own centre, as if sampled from level 0 with nearest
+    neighbour.
     """
     x, y, w, h = region
     return rasterize_window(region_index(annotations, key), x, y, int(w), int(h), downsample,

@@ -7,10 +7,12 @@ fills the regions that touch one window, so no full-resolution mask ever exists;
 
 Pixel convention: level-0 pixel (i, j) covers [j, j + 1) x [i, i + 1) in annotation
 coordinates (OpenSlide's and every annotation format's), so a pixel is inside a region
-when its centre (j + 0.5, i + 0.5) is (the rule scikit-image's ``draw.polygon`` uses;
-OpenCV's ``fillPoly`` also fills pixels the outline merely touches). At a level with
-downsample ``ds``, pixel (i, j) covers level-0 [j ds, (j + 1) ds) and is judged by its
-centre.
+when its centre (j + 0.5, i + 0.5) is inside or on its outline, and not inside or on
+the outline of one of its holes (scikit-image's ``draw.polygon`` rule, outlines within
+1e-7 px included; OpenCV's ``fillPoly`` also fills pixels the outline merely touches).
+Centres fall on outlines often: an edge between whole-number vertices with odd steps in
+x and y passes through one. At a level with downsample ``ds``, pixel (i, j) covers
+level-0 [j ds, (j + 1) ds) and is judged by its centre.
 
 Overlaps: layers are filled in order and a later layer wins where two overlap; within a
 layer, negative regions (holes, ImageScope ``NegativeROA``) are cut out of that layer's
@@ -37,7 +39,8 @@ class RegionIndex:
     gives) and fill rank ``rank[k]`` (higher ranks are drawn over lower ones), is cut out
     when ``negative[k]``, lies in the level-0 box ``bboxes[k]``
     (x0, y0, x1, y1), and owns edges ``edge_start[k]:edge_start[k + 1]`` of
-    ``edges_a``/``edges_b`` (the edges of its outer ring and of its own holes).
+    ``edges_a``/``edges_b`` (the edges of its outer ring and of its own holes;
+    ``edge_hole`` marks the holes' edges).
     """
 
     bboxes: np.ndarray  # (M, 4) float64
@@ -48,6 +51,7 @@ class RegionIndex:
     edges_a: np.ndarray  # (E, 2) float64: edge start (x, y), level 0
     edges_b: np.ndarray  # (E, 2) float64: edge end
     edge_start: np.ndarray  # (M + 1,) int64
+    edge_hole: np.ndarray | None = None  # (E,) bool: the edge bounds one of its region's holes
 
     @classmethod
     def from_annotations(
@@ -63,6 +67,7 @@ class RegionIndex:
         so later layers win).
         """
         rings: list[np.ndarray] = []
+        ring_hole: list[bool] = []
         outer_of: list[int] = []  # index in ``rings`` of each region's outer ring
         counts, labels, negative, layers = [], [], [], []
         for li, layer in enumerate(annotations):
@@ -83,10 +88,12 @@ class RegionIndex:
                     continue
                 outer_of.append(len(rings))
                 rings.append(outline)
+                ring_hole.append(False)
                 n = len(outline)
                 for hole in region.holes:
                     if len(hole) >= 3:
                         rings.append(hole)
+                        ring_hole.append(True)
                         n += len(hole)
                 counts.append(n)
                 labels.append(value)
@@ -97,7 +104,7 @@ class RegionIndex:
             empty = np.empty((0, 2), np.float64)
             none = np.empty(0, np.int64)
             return cls(np.empty((0, 4)), none, np.empty(0, bool), none, none, empty, empty,
-                       np.zeros(1, np.int64))
+                       np.zeros(1, np.int64), np.empty(0, bool))
         a = np.concatenate(rings)
         sizes = np.fromiter((len(r) for r in rings), np.int64, len(rings))
         ring_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -113,7 +120,8 @@ class RegionIndex:
         return cls(np.column_stack([lo_x, lo_y, hi_x, hi_y]), np.asarray(labels, np.int64),
                    np.asarray(negative, bool), np.asarray(layers, np.int64),
                    np.asarray(ranks, np.int64), a, a[following],
-                   np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]))
+                   np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]),
+                   np.repeat(np.asarray(ring_hole, bool), sizes))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -124,13 +132,16 @@ class RegionIndex:
         hit = (b[:, 0] < x1) & (b[:, 2] >= x0) & (b[:, 1] < y1) & (b[:, 3] >= y0)
         return np.flatnonzero(hit)
 
-    def edges_of(self, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(a, b, region) of every edge of ``regions``."""
+    def edges_of(self, regions: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(a, b, region, hole) of every edge of ``regions``."""
         starts, stops = self.edge_start[regions], self.edge_start[regions + 1]
         n = stops - starts
         owner = np.repeat(regions, n)
         idx = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(starts, n)
-        return self.edges_a[idx], self.edges_b[idx], owner
+        hole = (self.edge_hole[idx] if self.edge_hole is not None
+                else np.zeros(len(idx), bool))
+        return self.edges_a[idx], self.edges_b[idx], owner, hole
 
     @property
     def extent(self) -> tuple[int, int]:
@@ -141,61 +152,155 @@ class RegionIndex:
                 max(1, int(np.ceil(self.bboxes[:, 3].max()))))
 
 
-def _coverage(a: np.ndarray, b: np.ndarray, owner: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Pixels (h, w) whose centre is inside at least one region (even-odd per region).
+#: Centres closer than this to an outline (in pixels) are on it.
+ON_OUTLINE = 1e-7
+
+
+def _coverage(a: np.ndarray, b: np.ndarray, owner: np.ndarray, h: int, w: int,
+              hole: np.ndarray | None = None) -> np.ndarray:
+    """Pixels (h, w) inside at least one region: even-odd per region, outlines closed.
 
     ``a``, ``b`` are edge ends in pixel-centre coordinates (pixel (i, j) is centred at
-    (j, i)); ``owner`` says which region each edge bounds. Each region's crossings of
-    each pixel row are paired into inside spans, and the spans of all regions are summed,
-    so overlapping regions stay filled and a region's own holes stay open.
+    (j, i)); ``owner`` says which region each edge bounds, ``hole`` whether it bounds one
+    of that region's holes. Each region's crossings of each pixel row are paired into
+    inside spans, and the spans of all regions are summed, so overlapping regions stay
+    filled and a region's own holes stay open. A centre on an outer outline is inside,
+    on a hole's outline outside (as if each region were tested on its own): span ends
+    are closed or open by the ring they lie on, and centres on outlines the spans cannot
+    see (horizontal edges on a row, vertices at a ring's top or bottom) are fixed one by
+    one.
     """
+    hole = np.zeros(len(a), bool) if hole is None else hole
+    eps = ON_OUTLINE
     y_lo, y_hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
     start = np.clip(np.ceil(y_lo), 0, h).astype(np.int64)  # rows r with lo <= r < hi
     stop = np.clip(np.ceil(y_hi), 0, h).astype(np.int64)
     n = stop - start
     keep = n > 0
-    if not keep.any():
-        return np.zeros((h, w), bool)
-    a, b, start, n, owner = a[keep], b[keep], start[keep], n[keep], owner[keep]
-    edge = np.repeat(np.arange(len(n)), n)
-    rows = start[edge] + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    k = np.flatnonzero(keep)
+    edge = np.repeat(k, n[keep])
+    rows = start[edge] + np.arange(len(edge)) - np.repeat(np.cumsum(n[keep]) - n[keep],
+                                                           n[keep])
     ax, ay, bx, by = a[edge, 0], a[edge, 1], b[edge, 0], b[edge, 1]
     x = ax + (rows - ay) * (bx - ax) / (by - ay)
-    cols = np.clip(np.ceil(x), 0, w).astype(np.int64)  # first centre at or right of x
-    order = np.lexsort((cols, rows, owner[edge]))
-    rows, cols = rows[order], cols[order]
-    r_in, c_in, c_out = rows[0::2], cols[0::2], cols[1::2]  # even-odd pairs per region row
-    out = np.zeros((h, w), bool)
+    order = np.lexsort((x, rows, owner[edge]))
+    rows, x, own, on_hole = rows[order], x[order], owner[edge][order], hole[edge][order]
+    # even-odd pairs per region row: [x_in, x_out]; an end on an outer ring includes a
+    # centre exactly there, an end on a hole excludes it
+    r_in, x_in, x_out, region = rows[0::2], x[0::2], x[1::2], own[0::2]
+    c_in = np.where(on_hole[0::2], np.floor(x_in + eps) + 1, np.ceil(x_in - eps))
+    c_out = np.where(on_hole[1::2], np.ceil(x_out - eps), np.floor(x_out + eps) + 1)
+    c_in = np.clip(c_in, 0, w).astype(np.int64)
+    c_out = np.clip(c_out, 0, w).astype(np.int64)
     full = c_out > c_in
-    if not full.any():
+    r_in, c_in, c_out, region = r_in[full], c_in[full], c_out[full], region[full]
+    fix_r, fix_c, fix_v = _outline_fixes(a, b, owner, hole, h, w, r_in, c_in, c_out, region)
+    out = np.zeros((h, w), bool)
+    if not len(r_in) and not len(fix_r):
         return out
-    r_in, c_in, c_out = r_in[full], c_in[full], c_out[full]
     # +1 where a span starts, -1 where it ends, summed along the row: only over the box
-    # the spans cover, so a region touching a corner of the window costs that corner
-    r0, r1 = int(r_in.min()), int(r_in.max()) + 1
-    c0, c1 = int(c_in.min()), int(c_out.max())
+    # the spans and fixes cover, so a region touching a corner of the window costs that
+    r0 = int(min(r_in.min(initial=h), fix_r.min(initial=h)))
+    r1 = int(max(r_in.max(initial=-1), fix_r.max(initial=-1))) + 1
+    c0 = int(min(c_in.min(initial=w), fix_c.min(initial=w)))
+    c1 = int(max(c_out.max(initial=0), fix_c.max(initial=-1) + 1))
     bw = c1 - c0 + 1
     diff = np.zeros((r1 - r0) * bw, np.int32)
     np.add.at(diff, (r_in - r0) * bw + c_in - c0, 1)
     np.subtract.at(diff, (r_in - r0) * bw + c_out - c0, 1)
-    counts = np.cumsum(diff.reshape(r1 - r0, bw), axis=1, dtype=np.int32)
-    out[r0:r1, c0:c1] = counts[:, :-1] > 0
+    counts = np.cumsum(diff.reshape(r1 - r0, bw), axis=1, dtype=np.int32)[:, :-1]
+    np.add.at(counts, (fix_r - r0, fix_c - c0), fix_v)
+    out[r0:r1, c0:c1] = counts > 0
     return out
 
 
-def region_mask(rings: Sequence[np.ndarray], h: int, w: int) -> np.ndarray:
-    """Pixels of an (h, w) grid whose centres lie inside ``rings`` (even-odd rule).
+def _outline_fixes(a: np.ndarray, b: np.ndarray, owner: np.ndarray, hole: np.ndarray,
+                   h: int, w: int, r_in: np.ndarray, c_in: np.ndarray, c_out: np.ndarray,
+                   region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centres lying on outlines whose region's spans got them wrong: (rows, cols, +1/-1).
 
-    ``rings`` are in pixel-centre coordinates (pixel (i, j) has its centre at (j, i)). A
-    centre exactly on a left or top edge is inside, on a right or bottom edge outside, so
-    regions that share an edge never share a pixel.
+    A centre on a region's outer ring belongs to it (+1 where its spans left it out), a
+    centre on one of its holes' rings does not (-1 where its spans counted it).
+    """
+    eps = ON_OUTLINE
+    none = (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int32),)
+    lo = np.minimum(a[:, 1], b[:, 1])
+    hi = np.maximum(a[:, 1], b[:, 1])
+    first = np.clip(np.ceil(lo - eps), 0, h).astype(np.int64)
+    last = np.clip(np.floor(hi + eps), -1, h - 1).astype(np.int64)
+    n = np.maximum(last - first + 1, 0)
+    flat = np.abs(b[:, 1] - a[:, 1]) <= eps
+    # sloped edges: the row centres they cross at a whole column
+    sloped = ~flat & (n > 0)
+    e = np.repeat(np.flatnonzero(sloped), n[sloped])
+    rows = first[e] + np.arange(len(e)) - np.repeat(np.cumsum(n[sloped]) - n[sloped],
+                                                    n[sloped])
+    x = a[e, 0] + (rows - a[e, 1]) * (b[e, 0] - a[e, 0]) / (b[e, 1] - a[e, 1])
+    on = np.abs(x - np.round(x)) <= eps
+    pr, pc, pe = rows[on], np.round(x[on]).astype(np.int64), e[on]
+    # flat edges on a row centre: every whole column between their ends
+    level = flat & (np.abs(a[:, 1] - np.round(a[:, 1])) <= eps) & (n > 0)
+    f = np.flatnonzero(level)
+    if len(f):
+        x0 = np.ceil(np.minimum(a[f, 0], b[f, 0]) - eps).astype(np.int64)
+        x1 = np.floor(np.maximum(a[f, 0], b[f, 0]) + eps).astype(np.int64)
+        x0, x1 = np.clip(x0, 0, w), np.clip(x1, -1, w - 1)
+        m = np.maximum(x1 - x0 + 1, 0)
+        li = np.repeat(np.arange(len(f)), m)
+        fe = f[li]
+        fc = x0[li] + np.arange(len(fe)) - np.repeat(np.cumsum(m) - m, m)
+        pr = np.concatenate([pr, np.round(a[fe, 1]).astype(np.int64)])
+        pc = np.concatenate([pc, fc])
+        pe = np.concatenate([pe, fe])
+    inside = (pc >= 0) & (pc < w) & (pr >= 0) & (pr < h)
+    pr, pc, pe = pr[inside], pc[inside], pe[inside]
+    if not len(pr):
+        return none
+    # one entry per (region, row, col, ring kind)
+    key = np.column_stack([owner[pe], pr, pc, hole[pe].astype(np.int64)])
+    key = np.unique(key, axis=0)
+    reg, pr, pc, is_hole = key[:, 0], key[:, 1], key[:, 2], key[:, 3].astype(bool)
+    # was the centre counted by its own region's spans?
+    span_key = (region * (h + 1) + r_in) * (w + 2) + c_in
+    order = np.argsort(span_key, kind="stable")
+    span_key, span_end = span_key[order], c_out[order]
+    span_start = c_in[order]
+    point_key = (reg * (h + 1) + pr) * (w + 2) + pc
+    at = np.searchsorted(span_key, point_key, side="right") - 1
+    valid = at >= 0
+    same_row = np.zeros(len(pr), bool)
+    same_row[valid] = (span_key[at[valid]] - span_start[at[valid]]
+                       == point_key[valid] - pc[valid])
+    counted = same_row & (pc < np.where(valid, span_end[np.maximum(at, 0)], 0))
+    # a centre on both rings of one region is on a hole: out
+    both = np.zeros(len(pr), bool)
+    if is_hole.any() and (~is_hole).any():
+        holes = {(int(r), int(y), int(c)) for r, y, c in
+                 zip(reg[is_hole], pr[is_hole], pc[is_hole], strict=True)}
+        both = np.fromiter(((int(r), int(y), int(c)) in holes for r, y, c in
+                            zip(reg, pr, pc, strict=True)), bool, len(pr)) & ~is_hole
+    add = ~is_hole & ~counted & ~both
+    sub = is_hole & counted
+    pick = add | sub
+    if not pick.any():
+        return none
+    return pr[pick], pc[pick], np.where(add[pick], 1, -1).astype(np.int32)
+
+
+def region_mask(rings: Sequence[np.ndarray], h: int, w: int) -> np.ndarray:
+    """Pixels of an (h, w) grid whose centres lie inside ``rings`` or on them (even-odd).
+
+    ``rings`` are in pixel-centre coordinates (pixel (i, j) has its centre at (j, i));
+    the first is the outer ring, the others its holes (a centre on a hole's ring is
+    outside).
     """
     rings = [np.asarray(r, np.float64) for r in rings if len(r) >= 3]
     if not rings:
         return np.zeros((h, w), bool)
     a = np.concatenate(rings)
     b = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
-    return _coverage(a, b, np.zeros(len(a), np.int64), h, w)
+    hole = np.repeat([i > 0 for i in range(len(rings))], [len(r) for r in rings])
+    return _coverage(a, b, np.zeros(len(a), np.int64), h, w, hole)
 
 
 def rasterize_window(index: RegionIndex, x: float, y: float, w: int, h: int,
@@ -224,8 +329,8 @@ def rasterize_window(index: RegionIndex, x: float, y: float, w: int, h: int,
     offset = np.array([x, y]) / downsample + 0.5  # pixel j's centre: level-0 x + (j + .5) ds
 
     def cover(group: np.ndarray) -> np.ndarray:
-        a, b, owner = index.edges_of(group)
-        return _coverage(a / downsample - offset, b / downsample - offset, owner, h, w)
+        a, b, owner, hole = index.edges_of(group)
+        return _coverage(a / downsample - offset, b / downsample - offset, owner, h, w, hole)
 
     positive = hits[~index.negative[hits]]
     holes: dict[int, np.ndarray | None] = {}  # layer -> its negative regions' pixels

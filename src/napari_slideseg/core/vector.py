@@ -378,8 +378,8 @@ def polygons_to_labels(annotations: AnnotationSet, shape: tuple[int, int], *,
 
     Notes
     -----
-    A pixel belongs to a region when its centre lies inside the region's outer ring and
-    outside its holes and the negative regions of its layer (the rule of
+    A pixel belongs to a region when its centre lies inside or on the region's outer
+    ring and neither inside nor on its holes and the negative regions of its layer (the rule of
     :mod:`~napari_slideseg.core.raster`). Arrows, rulers, lines and points are never
     filled and take no id. Without a key, each region is filled within its own
     bounding box, so cost grows with the regions' areas, not with their number times the
