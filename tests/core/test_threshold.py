@@ -129,3 +129,35 @@ def test_illumination_correction_evens_out_vignetting():
     assert result.count == 1
     assert (result.labels[100:140, 60:200] > 0).mean() > 0.95
     assert (result.labels[glass] > 0).mean() < 0.01
+
+
+@pytest.mark.shared
+def test_tissue_of_cmu_agrees_with_pathopatchers_mask(shared_data):
+    """PathoPatcher's tissue mask of CMU-1-Small-Region: black tissue, white glass, its
+    patch grid drawn in green (left out of the comparison)."""
+    import cv2
+
+    ref = cv2.imread(str(shared_data / "patches" / "pathopatcher_CMU-1-Small-Region" /
+                         "mask.png"))[..., ::-1]
+    tissue, grid = (ref == 0).all(-1), (ref == (0, 128, 0)).all(-1)
+    with open_slide(shared_data / "slides" / "CMU-1-Small-Region.svs") as slide:
+        result = detect_tissue(slide)  # defaults: 8 µm/px
+    ours = cv2.resize((result.labels > 0).astype(np.uint8), tissue.shape[::-1],
+                      interpolation=cv2.INTER_NEAREST).astype(bool)
+    iou = (ours & tissue & ~grid).sum() / ((ours | tissue) & ~grid).sum()
+    assert iou > 0.85  # measured 0.87 (0.93 with 4 µm smoothing at 2 µm/px)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "OS-1-detail.ome.tif",
+                                  "OS-2-ndpi.ome.tif", "boxes.tiff", "packer-example.tif",
+                                  "dicom-boxes"])
+def test_tissue_detection_runs_on_every_real_slide(shared_data, name):
+    with open_slide(shared_data / "slides" / name) as slide:
+        result = detect_tissue(slide)
+        mask, t = threshold_level(slide, slide.level_count - 1, ThresholdParams(),
+                                  threshold=result.threshold)
+        assert mask.shape == slide.level_dimensions[-1][::-1]
+        assert set(np.unique(mask.compute())) <= {0, 1}
+    assert 0.0 <= result.fraction() <= 1.0
+    assert result.labels.dtype == np.int32 and result.labels.max() == result.count

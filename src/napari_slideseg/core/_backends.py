@@ -157,7 +157,9 @@ class OpenSlideBackend(Backend):
         self.tile_sizes = tuple(tiles)
         mx = _parse_float(p.get("openslide.mpp-x"))
         my = _parse_float(p.get("openslide.mpp-y"))
-        self.mpp = (mx, my) if mx and my else None
+        # generic TIFFs report their resolution tags: 72 dpi is a screen, not a scan
+        plausible = mx and my and max(mx, my) <= MAX_PLAUSIBLE_MPP
+        self.mpp = (mx, my) if plausible else None
         self.objective_power = _parse_float(p.get("openslide.objective-power"))
         bg = p.get("openslide.background-color")
         self.background = _hex_to_rgb(bg) if bg else WHITE
