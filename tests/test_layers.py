@@ -111,3 +111,41 @@ def test_layers_drawn_from_scratch_save_as_every_format(tmp_path):
             np.testing.assert_array_equal(ann[0].regions[1].vertices, [[20, 20], [40, 30]])
         else:
             assert types == ["polygon", "polygon", "line"]
+
+
+@pytest.mark.parametrize(("scale", "translate"), [((0.25, 0.25), (0.125, 0.125)),
+                                                  ((2.0, 3.0), (10.0, -7.0))])
+@pytest.mark.parametrize(("downsample", "origin"), [(1.0, (0.0, 0.0)),
+                                                    (4.0016, (1200.6, 803.2)),
+                                                    (16.03, (0.0, 0.0))])
+def test_threshold_labels_lie_where_their_pixels_are(scale, translate, downsample, origin):
+    """Label (i, j) at downsample d from origin (x0, y0) covers the source's level-0
+    pixel-corner box [x0 + j d, x0 + (j + 1) d) x [y0 + i d, y0 + (i + 1) d); the source
+    layer centres its pixel (r, c) on world translate + (r, c) * scale."""
+    from napari_slideseg._layers import threshold_labels_data
+
+    _, kwargs, kind = threshold_labels_data(np.zeros((5, 7), np.int32), downsample, origin,
+                                            scale, translate)
+    assert kind == "labels"
+    s, t = np.asarray(kwargs["scale"]), np.asarray(kwargs["translate"])
+    x0, y0 = origin
+    for i, j in ((0, 0), (4, 6), (2, 3)):
+        centre_world = t + np.array([i, j]) * s  # napari centres label (i, j) here
+        # the source's level-0 corner coordinates of that world point
+        corner = (centre_world - np.asarray(translate)) / np.asarray(scale) + 0.5
+        np.testing.assert_allclose(corner, (y0 + (i + 0.5) * downsample,
+                                            x0 + (j + 0.5) * downsample))
+    np.testing.assert_allclose(s, np.asarray(scale) * downsample)
+
+
+def test_outlines_over_a_slide_have_no_translate_and_over_other_images_do():
+    from napari_slideseg import AnnotationLayer, AnnotationSet, Region
+    from napari_slideseg._layers import outline_layers_data
+
+    ann = AnnotationSet([AnnotationLayer(name="t", regions=[
+        Region([[0, 0], [4, 0], [4, 2], [0, 2]])])])
+    (_, kwargs, _), = outline_layers_data(ann, (0.5, 0.5), (0.25, 0.25))
+    assert "translate" not in kwargs  # a slide: world = level-0 (x, y) * mpp
+    (_, kwargs, _), = outline_layers_data(ann, (2.0, 2.0), (10.0, 0.0))
+    # pixel (0, 0) is centred on world (10, 0): its corner is at (9, -1)
+    assert kwargs["translate"] == (9.0, -1.0)

@@ -30,6 +30,8 @@ __all__ = [
     "grid_window",
     "patch_grid_data",
     "mask_labels_data",
+    "threshold_labels_data",
+    "outline_layers_data",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -585,3 +587,77 @@ def mask_labels_data(annotations: AnnotationSet, key: Any, slide: Slide,
         "metadata": {"slideseg_label_names": names, "slideseg_key": key},
     }
     return (pyramid if len(pyramid) > 1 else pyramid[0], kwargs, "labels")
+
+
+# -- thresholding results: labels on the image they came from, outlines as shapes -------
+#
+# A result is computed from an image layer (a slide layer, or any image layer) at some
+# downsample, over a box of it. Its frame is given by the source layer's scale and
+# translate: napari centres the source's level-0 pixel (i, j) on world translate +
+# (i, j) * scale, so level-0 pixel-corner coordinates (x, y), the frame of the core
+# (pixel (i, j) covers [j, j + 1) x [i, i + 1)), sit at world translate + ((y, x) - 1/2)
+# * scale. For a slide layer (translate = scale / 2) that is world = level-0 (x, y) * mpp.
+
+
+def threshold_labels_data(labels: Any, downsample: float, origin: tuple[float, float],
+                          scale: tuple[float, float], translate: tuple[float, float],
+                          units: tuple[str, str] = ("µm", "µm"), name: str = "threshold",
+                          metadata: dict[str, Any] | None = None) -> LayerDataTuple:
+    """A Labels layer of a result computed at ``downsample`` over part of an image layer.
+
+    Parameters
+    ----------
+    labels : (h, w) array, or a list of them (multiscale, largest first)
+        Label (i, j) covers the source's level-0 pixels x in [x0 + j d, x0 + (j + 1) d),
+        y in [y0 + i d, y0 + (i + 1) d). Smaller levels of a list are placed the way
+        napari places any multiscale level (by the ratio of the shapes).
+    downsample : float
+        ``d``: source level-0 pixels per label pixel (of the first array of a list).
+    origin : (x, y)
+        ``(x0, y0)``: source level-0 pixel-corner coordinates of label (0, 0)'s corner.
+    scale, translate : (row, col)
+        The source image layer's scale and translate (level-0 data). For a slide layer:
+        :func:`slide_scale` and half of it.
+    units : (str, str)
+        The source layer's units.
+    name, metadata
+        Layer name and metadata.
+
+    Returns
+    -------
+    LayerDataTuple
+        Scale ``d * scale``; translate puts label (i, j)'s centre on the world position
+        of the level-0 point (x0 + (j + 1/2) d, y0 + (i + 1/2) d), where those pixels
+        are at every downsample and for any crop.
+    """
+    d = float(downsample)
+    sy, sx = (float(v) for v in scale)
+    ty, tx = (float(v) for v in translate)
+    x0, y0 = (float(v) for v in origin)
+    multiscale = isinstance(labels, list | tuple) and len(labels) > 1
+    kwargs = {
+        "name": name, "scale": (d * sy, d * sx), "units": tuple(units),
+        "translate": (ty + (y0 + (d - 1) / 2) * sy, tx + (x0 + (d - 1) / 2) * sx),
+        "multiscale": multiscale, "opacity": 0.5, "metadata": dict(metadata or {}),
+    }
+    if isinstance(labels, list | tuple) and not multiscale:
+        labels = labels[0]
+    return (labels, kwargs, "labels")
+
+
+def outline_layers_data(annotations: AnnotationSet, scale: tuple[float, float],
+                        translate: tuple[float, float], units: tuple[str, str] = ("µm", "µm"),
+                        mpp: float | None = None) -> list[LayerDataTuple]:
+    """Shapes layers of outlines (level-0 pixel (x, y)) over the image layer they were
+    traced on, given its scale and translate (see :func:`threshold_labels_data`).
+
+    Over a slide layer this is :func:`annotation_layers_data` (world = level-0 (x, y)
+    × mpp): the layers save as annotation files of the slide. Over another image layer
+    the shapes are translated onto it.
+    """
+    out = annotation_layers_data(annotations, scale, units, mpp=mpp)
+    base = np.asarray(translate, float) - np.asarray(scale, float) / 2
+    if np.any(np.abs(base) > 1e-9 * np.abs(np.asarray(scale, float))):
+        for _, kwargs, _ in out:
+            kwargs["translate"] = tuple(float(v) for v in base)
+    return out

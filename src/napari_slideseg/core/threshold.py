@@ -22,7 +22,7 @@ filling need the whole level at once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,8 @@ from .errors import SlideSegError
 from .slide import Slide
 
 __all__ = ["CHANNELS", "METHODS", "ThresholdParams", "ThresholdResult", "channel_image",
-           "detect_tissue", "flatten_illumination", "threshold_image", "threshold_level",
-           "threshold_value"]
+           "detect_tissue", "flatten_illumination", "prepare_channel", "read_slide_image",
+           "threshold_image", "threshold_level", "threshold_pyramid", "threshold_value"]
 
 CHANNELS = ("grey", "saturation", "od", "hematoxylin", "eosin", "dab", "red", "green",
             "blue")
@@ -259,6 +259,41 @@ def _clean_and_label(mask: np.ndarray, params: ThresholdParams,
     return labels.astype(np.int32, copy=False)
 
 
+def prepare_channel(image: np.ndarray, params: ThresholdParams, *,
+                    mpp: float | None = None) -> np.ndarray:
+    """The smoothed channel a threshold is applied to: the part of
+    :func:`threshold_image` that does not depend on the threshold.
+
+    Parameters
+    ----------
+    image : array
+        RGB (h, w, 3) uint8 (illumination corrected when ``params.flatten_um`` is set,
+        then ``params.channel`` taken) or one channel (h, w), used as it is.
+    params : ThresholdParams
+        ``channel``, ``flatten_um`` and ``sigma_um`` are used.
+    mpp : float, optional
+        µm per pixel of ``image`` (lengths in pixels without it).
+
+    Returns
+    -------
+    (h, w) float32 array
+        ``threshold_image(image, params, mpp=mpp)`` equals
+        ``threshold_image(channel, replace(params, sigma_um=0, flatten_um=0), mpp=mpp)``
+        for this ``channel``, so a threshold moved by hand only needs the cheap second
+        step.
+    """
+    data = np.asarray(image)
+    px_per_um = 1.0 / mpp if mpp else 1.0
+    if params.flatten_um > 0 and data.ndim == 3:
+        data = flatten_illumination(data, params.flatten_um * px_per_um)
+    channel = (channel_image(data, params.channel) if data.ndim == 3
+               else data.astype(np.float32, copy=False))
+    if channel.ndim != 2:
+        raise SlideSegError(f"an (h, w, 3) RGB image or an (h, w) channel is needed, not "
+                            f"shape {data.shape}.")
+    return _smooth(channel, params.sigma_um * px_per_um)
+
+
 def threshold_image(image: np.ndarray, params: ThresholdParams | None = None, *,
                     mpp: float | None = None, threshold: float | None = None,
                     downsample: float = 1.0, origin: tuple[float, float] = (0.0, 0.0),
@@ -284,22 +319,25 @@ def threshold_image(image: np.ndarray, params: ThresholdParams | None = None, *,
     """
     params = params or ThresholdParams(**settings)
     params.check()
-    data = np.asarray(image)
     px_per_um = 1.0 / mpp if mpp else 1.0
-    if params.flatten_um > 0 and data.ndim == 3:
-        data = flatten_illumination(data, params.flatten_um * px_per_um)
-    channel = (channel_image(data, params.channel) if data.ndim == 3
-               else data.astype(np.float32, copy=False))
-    if channel.ndim != 2:
-        raise SlideSegError(f"an (h, w, 3) RGB image or an (h, w) channel is needed, not "
-                            f"shape {data.shape}.")
+    smooth = prepare_channel(image, params, mpp=mpp)  # smoothed once, for both steps
     if threshold is None:
-        smooth = _smooth(channel, params.sigma_um * px_per_um)
         threshold = threshold_value(smooth, params.method, value=params.value,
                                     quantile=params.quantile)
-    mask = _mask(channel, threshold, params, px_per_um)
+    mask = _mask(smooth, threshold, replace(params, sigma_um=0.0), px_per_um)
     labels = _clean_and_label(mask, params, px_per_um)
     return ThresholdResult(labels, float(threshold), downsample, origin, mpp, asdict(params))
+
+
+def read_slide_image(slide: Slide, *, mpp: float | None = None, level: int | None = None
+                     ) -> tuple[np.ndarray, float]:
+    """The whole slide as one RGB (h, w, 3) uint8 image, at ``level`` or at ``mpp`` µm/px.
+
+    At ``mpp`` the nearest finer level is read and resized (area interpolation).
+    Returns ``(image, downsample)``: level-0 pixels per image pixel, so image pixel
+    (i, j) covers level-0 x in [j d, (j + 1) d) and y in [i d, (i + 1) d).
+    """
+    return _level_image(slide, mpp, level)
 
 
 def _level_image(slide: Slide, mpp: float | None, level: int | None
@@ -376,7 +414,10 @@ def threshold_level(slide: Slide, level: int, params: ThresholdParams | None = N
                                     quantile=params.quantile)
     reach = int(np.ceil(4 * params.sigma_um * px_per_um)) + 2 * int(
         round(params.open_um * px_per_um)) + 2 * int(round(params.close_um * px_per_um)) + 2
-    rgb = slide.pyramid[level].rechunk((chunk, chunk, 3))
+    lw, lh = slide.level_dimensions[level]
+    # a last row or column of chunks narrower than the overlap joins its neighbour
+    rgb = slide.pyramid[level].rechunk((_axis_chunks(lh, chunk, reach),
+                                        _axis_chunks(lw, chunk, reach), (3,)))
     if reach >= min(min(rgb.chunks[0]), min(rgb.chunks[1])):
         raise SlideSegError(f"smoothing and morphology reach {reach} px, more than the "
                             f"chunks of level {level}: use a larger chunk or level.")
@@ -390,3 +431,56 @@ def threshold_level(slide: Slide, level: int, params: ThresholdParams | None = N
 
     mask = padded.map_blocks(block, drop_axis=2, dtype=np.uint8, chunks=rgb.chunks[:2])
     return mask, t
+
+
+def _axis_chunks(n: int, chunk: int, reach: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis of ``n`` pixels: ``chunk`` each, the last one merged
+    into the one before when it is not wider than ``reach``."""
+    sizes = [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])
+    if len(sizes) > 1 and sizes[-1] <= reach:
+        last = sizes.pop()
+        sizes[-1] += last
+    return tuple(sizes)
+
+
+def threshold_pyramid(slide: Slide, level: int, params: ThresholdParams | None = None, *,
+                      threshold: float | None = None, estimate_mpp: float = 8.0,
+                      chunk: int = 2048, **settings: Any) -> tuple[list[Any], float]:
+    """Lazy masks of ``level`` and of every smaller level, with one threshold.
+
+    Level ``level`` is :func:`threshold_level`; each smaller level of the slide is
+    thresholded the same way from its own pixels (lengths in µm converted at its pixel
+    size), so a viewer showing the slide zoomed out computes a few small chunks instead
+    of the whole large level. Small levels that chunks cannot cover are one lazy piece.
+
+    Returns
+    -------
+    (masks, threshold)
+        ``masks[k]`` is a dask (h, w) uint8 array, 1 where the threshold holds, of slide
+        level ``level + k`` (its shape is ``slide.level_dimensions[level + k][::-1]``).
+        Illumination correction (``flatten_um``), hole filling and the minimum areas are
+        not applied: they need a level whole.
+    """
+    import dask
+    import dask.array as da
+
+    params = params or ThresholdParams(**settings)
+    first, t = threshold_level(slide, level, params, threshold=threshold,
+                               estimate_mpp=estimate_mpp, chunk=chunk)
+    masks = [first]
+    for k in range(level + 1, slide.level_count):
+        try:
+            mask, _ = threshold_level(slide, k, params, threshold=t, chunk=chunk)
+        except SlideSegError:  # smaller than the smoothing reaches: one piece
+            lw, lh = slide.level_dimensions[k]
+            ds = float(slide.level_downsamples[k])
+            px_per_um = 1.0 / (slide.mpp[0] * ds) if slide.mpp else 1.0
+
+            def whole(k: int = k, px_per_um: float = px_per_um) -> np.ndarray:
+                rgb = slide.pyramid[k].compute()
+                return _mask(channel_image(rgb, params.channel), t, params,
+                             px_per_um).astype(np.uint8)
+
+            mask = da.from_delayed(dask.delayed(whole)(), (lh, lw), dtype=np.uint8)
+        masks.append(mask)
+    return masks, t
