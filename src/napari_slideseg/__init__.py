@@ -39,8 +39,10 @@ from .core.errors import (
     UnsupportedSlideError,
 )
 from .core.masks import AnnotationKey, rasterize
+from .core.measure import measure, open_labels
 from .core.patches import export_patches, plan_patches
 from .core.slide import Slide, open_slide
+from .core.tables import write_ecotaxa, write_geojson, write_table
 from .core.vector import labels_to_polygons, polygons_to_labels
 
 try:
@@ -68,9 +70,11 @@ __all__ = [
     "cut_labels",
     "export_patches",
     "labels_to_polygons",
+    "measure",
     "merge_labels",
     "merge_selected",
     "new_label_id",
+    "open_labels",
     "open_slide",
     "plan_patches",
     "polygons_to_labels",
@@ -78,4 +82,7 @@ __all__ = [
     "read_annotations",
     "split_labels",
     "write_annotations",
+    "write_ecotaxa",
+    "write_geojson",
+    "write_table",
 ]

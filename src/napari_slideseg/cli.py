@@ -194,6 +194,94 @@ def _cmd_tissue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.annotations import read_annotations
+    from .core.measure import measure, open_labels
+    from .core.slide import open_slide
+    from .core.tables import TABLE_SUFFIXES, write_ecotaxa, write_geojson, write_table
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (*TABLE_SUFFIXES, ".geojson", ".json"):
+        print(f"error: --out {out}: give a .csv, .tsv, .parquet or .geojson file",
+              file=sys.stderr)
+        return 2
+    if args.ecotaxa and not args.ecotaxa.lower().endswith(".zip"):
+        print(f"error: --ecotaxa {args.ecotaxa}: an EcoTaxa archive is a .zip file",
+              file=sys.stderr)
+        return 2
+    if args.labels and args.classes_from:
+        print("error: --classes-from applies to --annotations (regions have classes, "
+              "labels do not)", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            width = 30
+            filled = int(width * done / total)
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} windows",
+                  end="", file=sys.stderr, flush=True)
+
+    with open_slide(args.slide) as slide:
+        if args.level is not None and not 0 <= args.level < slide.level_count:
+            raise SlideSegError(f"{slide.path}: level {args.level} does not exist (the "
+                                f"slide has {slide.level_count}).")
+        regions = read_annotations(args.regions) if args.regions else None
+        if args.labels:
+            objects: Any = open_labels(args.labels)
+            lh, lw = (int(v) for v in objects.shape)
+            downsample = _labels_downsample(slide, (lw, lh), args.level, args.labels)
+            classes = None
+        else:
+            objects = read_annotations(args.annotations)
+            level = args.level or 0
+            downsample = float(slide.level_downsamples[level])
+            classes = args.classes_from or "layer"
+        df = measure(objects, slide, downsample=downsample, regions=regions,
+                     classes=classes, progress=progress)
+        print(file=sys.stderr)
+        if suffix in (".geojson", ".json"):
+            write_geojson(df, objects, out)
+        else:
+            write_table(df, out)
+        if args.ecotaxa:
+            write_ecotaxa(df, objects, slide, args.ecotaxa, contour=args.contour)
+    seconds = time.perf_counter() - start
+    units = "µm" if df.attrs.get("mpp") else "level-0 px (pixel size unknown)"
+    print(f"{len(df)} object{'s' if len(df) != 1 else ''} measured at downsample "
+          f"{downsample:.4g}, lengths in {units}, in {seconds:.1f} s -> {out}")
+    if args.ecotaxa:
+        print(f"EcoTaxa archive -> {args.ecotaxa}")
+    return 0
+
+
+def _labels_downsample(slide: Any, size: tuple[int, int], level: int | None,
+                       path: str) -> float:
+    """The downsample of a label image of ``size`` (w, h): its level's, or the ratio to
+    level 0 when it matches no level (a mask made at some µm per pixel)."""
+    lw, lh = size
+    if level is not None:
+        w, h = slide.level_dimensions[level]
+        if abs(w - lw) > 1 or abs(h - lh) > 1:
+            raise SlideSegError(f"{path}: the labels are {lw} x {lh} px, level {level} of "
+                                f"the slide is {w} x {h} px; give the level they were made "
+                                "at.")
+        return float(slide.level_downsamples[level])
+    for (w, h), ds in zip(slide.level_dimensions, slide.level_downsamples, strict=True):
+        if (w, h) == (lw, lh):
+            return float(ds)
+    w0, h0 = slide.dimensions
+    ds = w0 / lw
+    if lw <= 0 or abs(h0 / ds - lh) > 1.0:
+        raise SlideSegError(f"{path}: the labels ({lw} x {lh} px) match no level of the "
+                            f"slide ({w0} x {h0} px at level 0) and not its shape; pass "
+                            "--level.")
+    return ds
+
+
 def _save_levels(mask: Any, out: Path, mpp: float | None) -> None:
     """A mask and its 2 x reductions down to about 1000 px, as a pyramidal TIFF or zarr.
 
@@ -466,6 +554,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1.0,
                    help="polygon simplification in pixels of the working scale (1)")
     p.set_defaults(func=_cmd_tissue)
+
+    p = sub.add_parser(
+        "measure", help="measure every object (labels or annotation regions) of a slide",
+        description="Measure every object of a slide: position, area, perimeter, axes, "
+                    "shape factors, and mean/std/min/max of the RGB channels and of "
+                    "haematoxylin, eosin and DAB (colour deconvolution), in µm from the "
+                    "slide's pixel size. Objects are a label image (TIFF or zarr, aligned "
+                    "with a level, e.g. what the tissue command writes) or the regions of "
+                    "an annotation file. Writes a table (.csv, .tsv, .parquet) or the "
+                    "outlines with their measurements (.geojson, read by QuPath).")
+    p.add_argument("slide", metavar="SLIDE")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--labels", metavar="FILE",
+                      help="label image (.tif/.tiff or .zarr): 0 background, each other "
+                           "value one object")
+    what.add_argument("--annotations", metavar="FILE",
+                      help="annotation file (Aperio/ASAP XML, GeoJSON): each area region "
+                           "is one object")
+    p.add_argument("--out", required=True, help="output .csv, .tsv, .parquet or .geojson")
+    p.add_argument("--level", type=int,
+                   help="the level the labels are at (default: the level of their size), "
+                        "or the level regions are measured at (default 0)")
+    p.add_argument("--classes-from", choices=("layer", "text", "classification"),
+                   help="where a region's class comes from (layer)")
+    p.add_argument("--regions", metavar="FILE",
+                   help="annotation file whose region containing each object's centroid "
+                        "is reported (region, region_class)")
+    p.add_argument("--ecotaxa", metavar="ZIP",
+                   help="also write an EcoTaxa archive: object images and a feature TSV")
+    p.add_argument("--contour", action="store_true",
+                   help="draw each object's outline on its EcoTaxa image")
+    p.set_defaults(func=_cmd_measure)
 
     p = sub.add_parser(
         "demo", help="generate the sample slide and show it (headless without a display)",
