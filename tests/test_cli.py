@@ -196,3 +196,8 @@ def test_tissue_writes_a_mask_and_polygons(tmp_path, capsys):
     back = rasterize(ann, key, region=(0, 0, w, h), downsample=expected.downsample)
     np.testing.assert_array_equal(back, (expected.labels > 0).astype(np.uint8))
     assert main(["tissue", str(sample.slide), "--out", str(tmp_path / "t.png")]) == 2
+    # the same command thresholds any stain: haematoxylin-rich objects at 1 µm/px
+    assert main(["threshold", str(sample.slide), "--out", str(tmp_path / "h.tif"),
+                 "--mpp", "1", "--channel", "hematoxylin", "--sigma", "1", "--close", "0",
+                 "--min-area", "20", "--min-hole", "0"]) == 0
+    assert "pieces" in capsys.readouterr().out

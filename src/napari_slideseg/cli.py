@@ -520,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
-        "tissue", help="detect tissue (or threshold any stain) and save a mask or polygons",
+        "tissue", aliases=["threshold"],
+        help="detect tissue (or threshold any stain) and save a mask or polygons",
         description="Threshold a slide into tissue and glass (defaults suit H&E: "
                     "saturation, Otsu, 16 µm smoothing, 32 µm closing, pieces and holes "
                     "under 0.05 mm² removed) and save the mask (.tif pyramidal TIFF or "
