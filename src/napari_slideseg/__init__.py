@@ -18,6 +18,7 @@ from .core.annotations import (
     read_annotations,
     write_annotations,
 )
+from .core.classify import ObjectClassifier, summarize_classes
 from .core.edit import (
     EditResult,
     LabelEdit,
@@ -61,6 +62,7 @@ __all__ = [
     "InvalidGeometryError",
     "LabelEdit",
     "MalformedAnnotationError",
+    "ObjectClassifier",
     "Region",
     "Slide",
     "SlideNotFoundError",
@@ -81,6 +83,7 @@ __all__ = [
     "rasterize",
     "read_annotations",
     "split_labels",
+    "summarize_classes",
     "write_annotations",
     "write_ecotaxa",
     "write_geojson",

@@ -32,6 +32,14 @@ __all__ = [
     "mask_labels_data",
     "threshold_labels_data",
     "outline_layers_data",
+    "level0_to_world",
+    "world_to_level0",
+    "labels_frame",
+    "shapes_objects",
+    "marker_points_data",
+    "class_colors",
+    "class_label_colormap",
+    "class_labels_data",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -661,3 +669,243 @@ def outline_layers_data(annotations: AnnotationSet, scale: tuple[float, float],
         for _, kwargs, _ in out:
             kwargs["translate"] = tuple(float(v) for v in base)
     return out
+
+
+# -- measurements: objects of Labels and Shapes layers, where they are, class colours ---
+#
+# Measurements are in the level-0 pixel-corner (x, y) frame of a reference image layer
+# (the slide, or the image whose intensities are measured): napari centres that layer's
+# level-0 pixel (i, j) on world translate + (i, j) * scale, so level-0 point (x, y) is at
+# world translate + ((y, x) - 1/2) * scale (world = level-0 (x, y) * mpp for a slide
+# layer, whose translate is half a pixel).
+
+#: Colours of object classes, in the order classes are first seen.
+CLASS_COLORS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17),
+                (0.84, 0.15, 0.16), (0.58, 0.4, 0.74), (0.55, 0.34, 0.29),
+                (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81),
+                (0.5, 0.5, 0.5))
+#: Colour of objects without a class when classes are shown.
+UNCLASSIFIED_COLOR = (0.75, 0.75, 0.75, 0.35)
+
+
+def level0_to_world(xy: np.ndarray, scale: tuple[float, float],
+                    translate: tuple[float, float]) -> np.ndarray:
+    """World (row, col) of level-0 pixel-corner points (x, y) of a reference layer.
+
+    ``scale`` and ``translate`` are the reference image layer's (row, col) ones.
+    ``xy`` is (n, 2) or (2,); the result has the same shape, columns (row, col).
+    """
+    xy = np.asarray(xy, np.float64)
+    yx = xy[..., ::-1]
+    return np.asarray(translate, float) + (yx - 0.5) * np.asarray(scale, float)
+
+
+def world_to_level0(world: np.ndarray, scale: tuple[float, float],
+                    translate: tuple[float, float]) -> np.ndarray:
+    """Level-0 pixel-corner (x, y) of world (row, col) points: the inverse of
+    :func:`level0_to_world`."""
+    world = np.asarray(world, np.float64)[..., -2:]
+    yx = (world - np.asarray(translate, float)) / np.asarray(scale, float) + 0.5
+    return yx[..., ::-1]
+
+
+def labels_frame(scale: tuple[float, float], translate: tuple[float, float],
+                 ref_scale: tuple[float, float], ref_translate: tuple[float, float],
+                 rtol: float = 1e-6) -> tuple[float, tuple[float, float]]:
+    """Where a Labels layer's pixels lie on a reference image layer.
+
+    Parameters
+    ----------
+    scale, translate : (row, col)
+        The Labels layer's (of its level 0 when multiscale).
+    ref_scale, ref_translate : (row, col)
+        The reference image layer's.
+
+    Returns
+    -------
+    downsample : float
+        Reference level-0 pixels per label pixel.
+    origin : (x, y)
+        Reference level-0 pixel-corner coordinates of label pixel (0, 0)'s corner, so
+        that label pixel (i, j) covers x in [x0 + j d, x0 + (j + 1) d), y likewise (the
+        convention of :func:`~napari_slideseg.measure`). The inverse of
+        :func:`threshold_labels_data`.
+
+    Raises
+    ------
+    ValueError
+        The label pixels are not square in the reference's pixels.
+    """
+    s = np.asarray(scale, float)[-2:]
+    t = np.asarray(translate, float)[-2:]
+    rs = np.asarray(ref_scale, float)[-2:]
+    rt = np.asarray(ref_translate, float)[-2:]
+    dy, dx = s / rs
+    if not np.isclose(dy, dx, rtol=rtol):
+        raise ValueError(f"the labels' pixels are {dx:g} x {dy:g} pixels of the image: "
+                         "they must be square on it.")
+    # label pixel (0, 0)'s centre, in reference level-0 pixel-corner coordinates, less
+    # half a label pixel
+    corner = (t - rt) / rs + 0.5 - s / rs / 2
+    return float(dx), (float(corner[1]), float(corner[0]))
+
+
+def shapes_objects(layers: list[tuple[Any, dict[str, Any]]],
+                   ref_scale: tuple[float, float], ref_translate: tuple[float, float]
+                   ) -> tuple[AnnotationSet, list[tuple[int, int]], dict[int, str]]:
+    """The area shapes of Shapes layers as measurable objects, one region each.
+
+    Parameters
+    ----------
+    layers : list of (data, attributes)
+        Shapes layer data (``layer.as_layer_data_tuple()[:2]``): (row, col) vertices,
+        with the layer's ``scale``, ``translate``, ``shape_type``, ``name`` and
+        ``features``.
+    ref_scale, ref_translate : (row, col)
+        The reference image layer's frame (see :func:`level0_to_world`).
+
+    Returns
+    -------
+    annotations : AnnotationSet
+        One annotation layer per Shapes layer, one region per polygon, rectangle or
+        ellipse (a polygon's holes kept), vertices in reference level-0 pixel (x, y).
+        Lines, paths and negative regions (a ``negative`` feature, as annotation
+        files' exclusions are shown) are left out.
+    keys : list of (layer number, shape index)
+        ``keys[k - 1]`` is the shape that is object ``k`` (numbered as
+        :func:`~napari_slideseg.measure` numbers regions).
+    classes : dict of int -> str
+        Object -> class: the shape's ``class`` feature when it has one, else its layer's
+        name.
+    """
+    rs = np.asarray(ref_scale, float)[-2:]
+    rt = np.asarray(ref_translate, float)[-2:]
+    out_layers, keys, classes = [], [], {}
+    for n, (data, attrs) in enumerate(layers):
+        scale = np.asarray(_get(attrs, "scale", (1.0, 1.0)), float)[-2:]
+        translate = np.asarray(_get(attrs, "translate", (0.0, 0.0)), float)[-2:]
+        types = attrs.get("shape_type") or ["polygon"] * len(data)
+        if isinstance(types, str):
+            types = [types] * len(data)
+        features = attrs.get("features")
+        class_col = list(features["class"]) if features is not None and \
+            "class" in features else [None] * len(data)
+        negative = [bool(v) for v in features["negative"]] if features is not None and \
+            "negative" in features else [False] * len(data)
+        name = str(attrs.get("name", "") or f"shapes {n + 1}")
+        regions = []
+        for k, (shape, kind) in enumerate(zip(data, types, strict=True)):
+            if kind not in ("polygon", "rectangle", "ellipse") or negative[k]:
+                continue
+            world = np.asarray(shape, np.float64)[:, -2:] * scale + translate
+            level0 = (world - rt) / rs + 0.5  # (row, col) pixel-corner coordinates
+            region, holes = _region_from_shape(level0, kind)
+            region.holes = holes
+            regions.append(region)
+            keys.append((n, k))
+            given = class_col[k]
+            missing = given is None or (isinstance(given, float) and np.isnan(given)) or \
+                str(given) == ""
+            classes[len(keys)] = name if missing else str(given)
+        out_layers.append(AnnotationLayer(name=name, regions=regions))
+    return AnnotationSet(out_layers), keys, classes
+
+
+def marker_points_data(xy: np.ndarray, diameters: np.ndarray,
+                       ref_scale: tuple[float, float], ref_translate: tuple[float, float],
+                       units: tuple[str, str] = ("µm", "µm"),
+                       name: str = "selected objects") -> LayerDataTuple:
+    """A Points layer of rings around objects, in a reference layer's frame.
+
+    ``xy`` are the objects' level-0 centroids (x, y), ``diameters`` their sizes in
+    level-0 pixels; a circle (its outline only) is 1.5 times its object's size and at
+    least 16 screen pixels across, so it shows at every zoom.
+    """
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    scale = tuple(float(v) for v in np.asarray(ref_scale, float)[-2:])
+    # points hold level-0 (row, col) pixel-corner coordinates: translate by -1/2 pixel
+    translate = tuple(float(t - s / 2) for t, s in zip(np.asarray(ref_translate, float)[-2:],
+                                                       scale, strict=True))
+    sizes = np.maximum(np.asarray(diameters, np.float64).reshape(-1) * 1.5, 1.0)
+    kwargs = {
+        "name": name, "scale": scale, "translate": translate, "units": tuple(units),
+        "size": sizes if len(sizes) else 10.0, "symbol": "disc",
+        "face_color": "transparent", "border_color": "#ffe600", "border_width": 0.07,
+        "border_width_is_relative": True, "canvas_size_limits": (16, 100000),
+        "opacity": 1.0,
+        "metadata": {"slideseg_markers": True},
+    }
+    return (xy[:, ::-1].copy(), kwargs, "points")
+
+
+def class_colors(names: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    """RGBA of each class, in order (colours repeat after ten classes)."""
+    return {name: (*CLASS_COLORS[k % len(CLASS_COLORS)], 1.0) for k, name in enumerate(names)}
+
+
+def class_label_colormap(labels: np.ndarray, classes: list[Any],
+                         colors: dict[str, tuple[float, float, float, float]]) -> Any:
+    """A napari label colormap drawing each object in its class's colour.
+
+    ``labels`` are label values, ``classes`` their class names (None: no class, drawn in
+    :data:`UNCLASSIFIED_COLOR`).
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    # float32 RGBA arrays: napari converts other colour values one by one (3 x slower)
+    rgba = {name: np.asarray(c, np.float32) for name, c in colors.items()}
+    color_dict: dict[Any, Any] = {None: np.asarray(UNCLASSIFIED_COLOR, np.float32),
+                                  0: np.zeros(4, np.float32)}
+    for label, name in zip(np.asarray(labels).tolist(), classes, strict=True):
+        if name is not None and name in rgba:
+            color_dict[int(label)] = rgba[name]
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def class_labels_data(data: Any, labels: np.ndarray, classes: list[Any],
+                      colors: dict[str, tuple[float, float, float, float]],
+                      scale: tuple[float, float], translate: tuple[float, float],
+                      units: tuple[str, str] = ("µm", "µm"), name: str = "classes",
+                      unclassified: bool = True) -> LayerDataTuple:
+    """A Labels layer of object classes over a Labels layer of objects.
+
+    Each pixel of ``data`` (the objects layer's array, or its list of levels; numpy or
+    dask) holding one of ``labels`` becomes its class's number (1, 2, ... in the order
+    of ``colors``; objects without a class the next number, drawn in
+    :data:`UNCLASSIFIED_COLOR` when ``unclassified``), through a lookup table: at once
+    for numpy arrays, chunk by chunk as napari draws for dask arrays. For label values
+    a label colormap cannot map (napari maps direct colours of labels above 65,535
+    only with numba), this shows the classes whatever the labels.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    labels = np.asarray(labels, np.int64)
+    names = list(colors)
+    index = {n: k + 1 for k, n in enumerate(names)}
+    none = len(names) + 1
+    lut = np.zeros(int(labels.max(initial=0)) + 2, np.uint8 if none < 255 else np.uint16)
+    keep = labels >= 0
+    lut[labels[keep]] = [index.get(c, none) if c is not None else none
+                         for c, k in zip(classes, keep.tolist(), strict=True) if k]
+    top = len(lut) - 1
+
+    def lookup(block: Any) -> Any:
+        return lut[np.clip(block, 0, top)]
+
+    def mapped(level: Any) -> Any:
+        if hasattr(level, "map_blocks"):
+            return level.map_blocks(lookup, dtype=lut.dtype)
+        return lookup(np.asarray(level))
+
+    multiscale = isinstance(data, list | tuple) and len(data) > 1
+    out = [mapped(level) for level in data] if multiscale else \
+        mapped(data[0] if isinstance(data, list | tuple) else data)
+    color_dict: dict[Any, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for n, k in index.items():
+        color_dict[k] = colors[n]
+    color_dict[none] = UNCLASSIFIED_COLOR if unclassified else (0.0, 0.0, 0.0, 0.0)
+    kwargs = {"name": name, "scale": tuple(scale), "translate": tuple(translate),
+              "units": tuple(units), "multiscale": multiscale, "opacity": 0.7,
+              "colormap": DirectLabelColormap(color_dict=color_dict),
+              "metadata": {"slideseg_classes": True}}
+    return (out, kwargs, "labels")
