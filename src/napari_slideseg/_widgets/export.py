@@ -34,6 +34,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QSizePolicy
 
+from ._form import error_message, row
 from .annotations import view_box
 from .slide_info import _slide_of
 
@@ -209,20 +210,6 @@ def export_from_viewer(viewer: Any, out: Any, *, slide_layer: Any = None,
                           out, region=region, **kwargs)
 
 
-def _row(label: str, *items: Any, stretch: bool = False) -> Container:
-    """One form row: widgets side by side, strings as small labels between them; with
-    ``stretch``, packed to the left."""
-    widgets = []
-    for item, after in zip(items, [*items[1:], None], strict=True):
-        if isinstance(item, str):  # a label says what the next field is, with its tooltip
-            widgets.append(Label(value=item, tooltip=getattr(after, "tooltip", None)))
-        else:
-            widgets.append(item)
-    row = Container(layout="horizontal", labels=False, label=label, widgets=widgets)
-    row.margins = (0, 0, 0, 0)
-    if stretch:
-        row.native.layout().addStretch(1)
-    return row
 
 
 class _Progress(QObject):
@@ -231,12 +218,6 @@ class _Progress(QObject):
     changed = Signal(int, int)
 
 
-def _message(exc: BaseException) -> str:
-    from ..core.errors import SlideSegError
-
-    if isinstance(exc, SlideSegError | ValueError | OSError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 class ExportWidget(Container):
@@ -413,19 +394,19 @@ class ExportWidget(Container):
         super().__init__(widgets=[
             self.slide, self.source, self.layers, self.annotation_file, self.class_from,
             self.key, self.out,
-            _row("Patch size", self.size, "overlap", self.overlap, stretch=True),
-            _row("Scale", self.scale_by, self.level, self.mpp, self.magnification),
-            _row("Region", self.region, self.rectangle),
-            _row("Edges", self.edge, "workers", self.workers),
+            row("Patch size", self.size, "overlap", self.overlap, stretch=True),
+            row("Scale", self.scale_by, self.level, self.mpp, self.magnification),
+            row("Region", self.region, self.rectangle),
+            row("Edges", self.edge, "workers", self.workers),
             self.annotated_only,
-            _row("Min fraction", self.min_fraction, stretch=True), self.classes,
-            _row("Min tissue", self.min_tissue, stretch=True),
-            _row("Unannotated", self.use_ratio, "ratio", self.ratio, "seed", self.seed),
-            _row("Images", self.image_format, "quality", self.quality),
-            _row("Masks", self.mask_format, "PNG level", self.png_compression),
-            _row("Dataset", self.dataset, stretch=True),
-            _row("", self.preview, self.show_mask), self.count,
-            _row("", self.run, self.cancel), self.bar, self.status])
+            row("Min fraction", self.min_fraction, stretch=True), self.classes,
+            row("Min tissue", self.min_tissue, stretch=True),
+            row("Unannotated", self.use_ratio, "ratio", self.ratio, "seed", self.seed),
+            row("Images", self.image_format, "quality", self.quality),
+            row("Masks", self.mask_format, "PNG level", self.png_compression),
+            row("Dataset", self.dataset, stretch=True),
+            row("", self.preview, self.show_mask), self.count,
+            row("", self.run, self.cancel), self.bar, self.status])
         # magicgui unifies label widths only for widgets added later, and from a font
         # measure that can fall short of what the label needs: size them from Qt's hints
         labelled = [w._labeled_widget() for w in self]
@@ -718,7 +699,7 @@ class ExportWidget(Container):
         show_error(f"Export patches: {message}")
 
     def _on_error(self, exc: BaseException) -> None:
-        self._fail(_message(exc), self._error_label)
+        self._fail(error_message(exc), self._error_label)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -736,7 +717,7 @@ class ExportWidget(Container):
             slide, annotations, _, kwargs = self._collect()
             kwargs = self._plan_only(kwargs)
         except Exception as exc:  # a bad file, an empty view...: say so, no traceback
-            self._fail(_message(exc), self.count)
+            self._fail(error_message(exc), self.count)
             return
         self.count.value = "Planning the grid..."
         started = time.perf_counter()
@@ -780,7 +761,7 @@ class ExportWidget(Container):
                 annotations = read_annotations(annotations)
             key = self._key(annotations)
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return
         name = f"{layer.name} mask"
         self.status.value = "Indexing the regions..."
@@ -806,7 +787,7 @@ class ExportWidget(Container):
                 raise ValueError("choose an output folder first.")
             slide, annotations, out, kwargs = self._collect()
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return
         self._cancel.clear()
         self.bar.max, self.bar.value = 1, 0

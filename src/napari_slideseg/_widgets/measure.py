@@ -71,6 +71,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._form import error_message, row
 from ._object_table import ObjectFilterProxy, ObjectTableModel, filter_mask
 from ._plots import HistogramPlot, ScatterPlot
 from .slide_info import _slide_of
@@ -416,27 +417,8 @@ def _camera(viewer: Any) -> Any:
     return scene.camera if scene is not None else viewer.camera
 
 
-def _row(label: str, *items: Any, stretch: bool = False) -> Container:
-    """One form row: widgets side by side, strings as small labels between them."""
-    widgets = []
-    for item, after in zip(items, [*items[1:], None], strict=True):
-        if isinstance(item, str):
-            widgets.append(Label(value=item, tooltip=getattr(after, "tooltip", None)))
-        else:
-            widgets.append(item)
-    row = Container(layout="horizontal", labels=False, label=label, widgets=widgets)
-    row.margins = (0, 0, 0, 0)
-    if stretch:
-        row.native.layout().addStretch(1)
-    return row
 
 
-def _message(exc: BaseException) -> str:
-    from ..core.errors import SlideSegError
-
-    if isinstance(exc, SlideSegError | ValueError | OSError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 class _Cancelled(Exception):
@@ -613,9 +595,9 @@ class MeasureWidget(Container):
 
         super().__init__(widgets=[
             self.objects, self.image, self.level, self.regions, self.tissue,
-            _row("Measure", self.intensity, self.stains, stretch=True),
-            _row("", self.run, self.cancel), self.bar, self.status,
-            _row("Filter", self.filter, self.shown)])
+            row("Measure", self.intensity, self.stains, stretch=True),
+            row("", self.run, self.cancel), self.bar, self.status,
+            row("Filter", self.filter, self.shown)])
         labelled = [w._labeled_widget() for w in self]
         labelled = [w for w in labelled if w is not None]
         width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
@@ -663,7 +645,7 @@ class MeasureWidget(Container):
         plots = QWidget()
         plot_layout = QVBoxLayout(plots)
         plot_layout.setContentsMargins(2, 2, 2, 2)
-        plot_layout.addWidget(_row("", "histogram", self.hist_feature, "scatter",
+        plot_layout.addWidget(row("", "histogram", self.hist_feature, "scatter",
                                    self.x_feature, "vs", self.y_feature).native)
         pair = QHBoxLayout()
         pair.addWidget(self.hist, 1)
@@ -680,10 +662,10 @@ class MeasureWidget(Container):
                                 "row to take its class name")
         self.summary.cellClicked.connect(self._on_summary_click)
         classes = Container(widgets=[
-            _row("", "class", self.class_name, self.assign, self.unassign),
-            _row("", "features", self.features, self.train),
-            _row("", self.show_classes, stretch=True),
-            _row("", "model", self.model_file, self.save_model, self.load_model),
+            row("", "class", self.class_name, self.assign, self.unassign),
+            row("", "features", self.features, self.train),
+            row("", self.show_classes, stretch=True),
+            row("", "model", self.model_file, self.save_model, self.load_model),
             self.class_status], labels=False)
         classes.margins = (2, 2, 2, 2)
         class_tab = QWidget()
@@ -692,8 +674,8 @@ class MeasureWidget(Container):
         class_layout.addWidget(self.summary, 1)
         class_layout.addWidget(classes.native)
 
-        export = Container(widgets=[self.out, _row("", self.only_shown, self.contour),
-                                    _row("", self.export, stretch=True), self.export_status])
+        export = Container(widgets=[self.out, row("", self.only_shown, self.contour),
+                                    row("", self.export, stretch=True), self.export_status])
         export.native.layout().addStretch(1)
 
         self.tabs = QTabWidget()
@@ -872,7 +854,7 @@ class MeasureWidget(Container):
             if isinstance(exc, _Cancelled):
                 where.value = "Cancelled."
             else:
-                self._fail(_message(exc), where)
+                self._fail(error_message(exc), where)
 
         def returned(value: Any) -> None:
             if not self._closed:
@@ -918,7 +900,7 @@ class MeasureWidget(Container):
                                 level=int(self.level.value or 0),
                                 regions=self._selected_regions())
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return
         self._cancel.clear()
         intensity, stains = bool(self.intensity.value), bool(self.stains.value)
@@ -1317,7 +1299,7 @@ class MeasureWidget(Container):
         try:
             self._update_summary()
         except Exception as exc:
-            self._fail(_message(exc), self.class_status)
+            self._fail(error_message(exc), self.class_status)
 
     def summary_frame(self) -> Any:
         """The per-class summary shown (see
@@ -1341,17 +1323,17 @@ class MeasureWidget(Container):
         self.summary.setHorizontalHeaderLabels(
             ["Class", "Count", f"Area {unit}", f"% of {of}", "per mm²"])
         self.summary.setRowCount(len(s))
-        for i, row in enumerate(s.itertuples(index=False)):
-            cells = [str(row[0]), f"{row[1]}", f"{row[2]:,.1f}",
-                     "" if np.isnan(row[3]) else f"{100 * row[3]:.2f}",
-                     "" if np.isnan(row[4]) else f"{row[4]:,.1f}"]
+        for i, entry in enumerate(s.itertuples(index=False)):
+            cells = [str(entry[0]), f"{entry[1]}", f"{entry[2]:,.1f}",
+                     "" if np.isnan(entry[3]) else f"{100 * entry[3]:.2f}",
+                     "" if np.isnan(entry[4]) else f"{entry[4]:,.1f}"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j:
                     item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight
                                               | Qt.AlignmentFlag.AlignVCenter))
-                elif row[0] in self._class_colors:
-                    r, g, b, _ = (int(round(255 * c)) for c in self._class_colors[row[0]])
+                elif entry[0] in self._class_colors:
+                    r, g, b, _ = (int(round(255 * c)) for c in self._class_colors[entry[0]])
                     from qtpy.QtGui import QColor
 
                     item.setForeground(QColor(r, g, b))
@@ -1417,7 +1399,7 @@ class MeasureWidget(Container):
         try:
             n = self.assign_class(self.class_name.value)
         except Exception as exc:
-            self._fail(_message(exc), self.class_status)
+            self._fail(error_message(exc), self.class_status)
             return
         self.class_status.value = (f"{n} object{'s' if n != 1 else ''} classed "
                                    f"'{self.class_name.value.strip()}' by hand "
@@ -1427,7 +1409,7 @@ class MeasureWidget(Container):
         try:
             n = self.assign_class(None)
         except Exception as exc:
-            self._fail(_message(exc), self.class_status)
+            self._fail(error_message(exc), self.class_status)
             return
         self.class_status.value = f"Class removed from {n} object{'s' if n != 1 else ''}."
 
@@ -1634,7 +1616,7 @@ class MeasureWidget(Container):
                 path = path.with_suffix(".joblib")
             self.classifier.save(path)
         except Exception as exc:
-            self._fail(_message(exc), self.class_status)
+            self._fail(error_message(exc), self.class_status)
             return
         self.class_status.value = f"Model saved to {path}."
 
@@ -1650,7 +1632,7 @@ class MeasureWidget(Container):
             clf = ObjectClassifier.load(path)
             n = self._apply_classifier(clf, clf.predict(self.table))
         except Exception as exc:
-            self._fail(_message(exc), self.class_status)
+            self._fail(error_message(exc), self.class_status)
             return
         self.class_status.value = (f"Model {Path(path).name} loaded ({', '.join(clf.classes_)}"
                                    f"): {n} objects classified.")

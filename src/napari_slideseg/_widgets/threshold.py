@@ -40,6 +40,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
+from ._form import error_message, row
 from .slide_info import _slide_of
 
 __all__ = ["LAZY_PIXELS", "RESULT_LAYER", "LevelMasks", "ThresholdInput", "ThresholdWidget",
@@ -517,27 +518,8 @@ def threshold_to_shapes(viewer: Any, labels: Any = None, *, tolerance_um: float 
 # -- the dock --------------------------------------------------------------------------------
 
 
-def _row(label: str, *items: Any, stretch: bool = False) -> Container:
-    """One form row: widgets side by side, strings as small labels between them."""
-    widgets = []
-    for item, after in zip(items, [*items[1:], None], strict=True):
-        if isinstance(item, str):
-            widgets.append(Label(value=item, tooltip=getattr(after, "tooltip", None)))
-        else:
-            widgets.append(item)
-    row = Container(layout="horizontal", labels=False, label=label, widgets=widgets)
-    row.margins = (0, 0, 0, 0)
-    if stretch:
-        row.native.layout().addStretch(1)
-    return row
 
 
-def _message(exc: BaseException) -> str:
-    from ..core.errors import SlideSegError
-
-    if isinstance(exc, SlideSegError | ValueError | OSError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -669,18 +651,18 @@ class ThresholdWidget(Container):
             combo.native.setSizeAdjustPolicy(
                 combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.native.setMinimumContentsLength(4)
-        self.resolution = _row("Resolution", self.scale_by, self.level, self.mpp)
+        self.resolution = row("Resolution", self.scale_by, self.level, self.mpp)
         super().__init__(widgets=[
             self.image, self.region, self.resolution, self.channel,
-            _row("Smoothing σ µm", self.sigma_um, stretch=True),
-            _row("Method", self.method, self.quantile), self.value,
-            _row("Objects", self.side, "the threshold", stretch=True),
-            _row("Open µm", self.open_um, "close µm", self.close_um),
+            row("Smoothing σ µm", self.sigma_um, stretch=True),
+            row("Method", self.method, self.quantile), self.value,
+            row("Objects", self.side, "the threshold", stretch=True),
+            row("Open µm", self.open_um, "close µm", self.close_um),
             self.fill_holes,
-            _row("Min area µm²", self.min_area_um2, "hole", self.min_hole_um2),
-            _row("Illumination σ", self.flatten_um, "µm (0 = off)", stretch=True),
-            _row("", self.tissue, self.run, self.cancel), self.bar, self.status,
-            _row("Outlines", self.tolerance_um, "µm", self.polygons)])
+            row("Min area µm²", self.min_area_um2, "hole", self.min_hole_um2),
+            row("Illumination σ", self.flatten_um, "µm (0 = off)", stretch=True),
+            row("", self.tissue, self.run, self.cancel), self.bar, self.status,
+            row("Outlines", self.tolerance_um, "µm", self.polygons)])
         labelled = [w._labeled_widget() for w in self]
         labelled = [w for w in labelled if w is not None]
         width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
@@ -859,7 +841,7 @@ class ThresholdWidget(Container):
             inp = read_view(self.viewer, layer) if not whole else None
             lazy = _lazy_level(layer, level, mpp) if whole else None
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return
         self.last_error = ""
         self._cancelled.clear()
@@ -898,7 +880,7 @@ class ThresholdWidget(Container):
         self.status.value = "Thresholding..."
         self._worker = create_worker(work, _start_thread=False, _connect={
             "returned": done,
-            "errored": lambda exc: None if self._closed else self._fail(_message(exc)),
+            "errored": lambda exc: None if self._closed else self._fail(error_message(exc)),
             "finished": self._on_finished})
         self._set_busy(True)
         self._worker.start()
@@ -974,7 +956,7 @@ class ThresholdWidget(Container):
             params.check()
             result = _label(cache.channel, cache.inp, params)
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return None
         show_threshold(self.viewer, result, cache.inp, cache.source)
         self.last_result = result
@@ -988,7 +970,7 @@ class ThresholdWidget(Container):
             added = threshold_to_shapes(self.viewer, tolerance_um=float(self.tolerance_um.value),
                                         min_area_um2=float(self.min_area_um2.value))
         except Exception as exc:
-            self._fail(_message(exc))
+            self._fail(error_message(exc))
             return
         if not added:
             self.status.value = "No object to outline."

@@ -1,0 +1,34 @@
+"""Pieces every dock uses: form rows and error messages for the user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import Container, Label
+
+__all__ = ["error_message", "row"]
+
+
+def row(label: str, *items: Any, stretch: bool = False) -> Container:
+    """One form row: widgets side by side, strings as small labels between them (each
+    with the tooltip of the field it names); with ``stretch``, packed to the left."""
+    widgets = []
+    for item, after in zip(items, [*items[1:], None], strict=True):
+        if isinstance(item, str):
+            widgets.append(Label(value=item, tooltip=getattr(after, "tooltip", None)))
+        else:
+            widgets.append(item)
+    container = Container(layout="horizontal", labels=False, label=label, widgets=widgets)
+    container.margins = (0, 0, 0, 0)
+    if stretch:
+        container.native.layout().addStretch(1)
+    return container
+
+
+def error_message(exc: BaseException) -> str:
+    """What to tell the user: our errors and OS/value errors as they are, others typed."""
+    from ..core.errors import SlideSegError
+
+    if isinstance(exc, SlideSegError | ValueError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
