@@ -6,7 +6,7 @@ from typing import Any
 
 from magicgui.widgets import Container, Label
 
-__all__ = ["error_message", "row"]
+__all__ = ["align_labels", "error_message", "row"]
 
 
 def row(label: str, *items: Any, stretch: bool = False) -> Container:
@@ -32,3 +32,20 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, SlideSegError | ValueError | OSError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def align_labels(container: Container, stretch: bool = True) -> None:
+    """Give every labelled field of ``container`` the width its longest label needs; with
+    ``stretch``, pack the fields to the top.
+
+    magicgui unifies label widths only for widgets added later, and from a font measure
+    that can fall short of what the label needs: size them from Qt's hints.
+    """
+    labelled = [w._labeled_widget() for w in container]
+    labelled = [w for w in labelled if w is not None]
+    width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
+        w._label_widget.native.text()) for w in labelled) + 8
+    for w in labelled:
+        w.label_width = width
+    if stretch:
+        container.native.layout().addStretch(1)

@@ -34,7 +34,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ._form import error_message, row
+from ._form import align_labels, error_message, row
 from .annotations import view_box
 from .slide_info import _slide_of
 
@@ -407,15 +407,7 @@ class ExportWidget(Container):
             row("Dataset", self.dataset, stretch=True),
             row("", self.preview, self.show_mask), self.count,
             row("", self.run, self.cancel), self.bar, self.status])
-        # magicgui unifies label widths only for widgets added later, and from a font
-        # measure that can fall short of what the label needs: size them from Qt's hints
-        labelled = [w._labeled_widget() for w in self]
-        labelled = [w for w in labelled if w is not None]
-        width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
-            w._label_widget.native.text()) for w in labelled) + 8
-        for w in labelled:
-            w.label_width = width
-        self.native.layout().addStretch(1)
+        align_labels(self)
 
         self.slide.changed.connect(self._on_slide)
         self.layers.changed.connect(self._on_layers_ticked)

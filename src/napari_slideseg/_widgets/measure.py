@@ -71,7 +71,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._form import error_message, row
+from ._form import align_labels, error_message, row
 from ._object_table import ObjectFilterProxy, ObjectTableModel, filter_mask
 from ._plots import HistogramPlot, ScatterPlot
 from .slide_info import _slide_of
@@ -598,12 +598,7 @@ class MeasureWidget(Container):
             row("Measure", self.intensity, self.stains, stretch=True),
             row("", self.run, self.cancel), self.bar, self.status,
             row("Filter", self.filter, self.shown)])
-        labelled = [w._labeled_widget() for w in self]
-        labelled = [w for w in labelled if w is not None]
-        width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
-            w._label_widget.native.text()) for w in labelled) + 8
-        for w in labelled:
-            w.label_width = width
+        align_labels(self, stretch=False)
 
         # -- the table and, below it, plots / classes / export tabs
         self.model = ObjectTableModel()

@@ -40,7 +40,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
-from ._form import error_message, row
+from ._form import align_labels, error_message, row
 from .slide_info import _slide_of
 
 __all__ = ["LAZY_PIXELS", "RESULT_LAYER", "LevelMasks", "ThresholdInput", "ThresholdWidget",
@@ -663,13 +663,7 @@ class ThresholdWidget(Container):
             row("Illumination σ", self.flatten_um, "µm (0 = off)", stretch=True),
             row("", self.tissue, self.run, self.cancel), self.bar, self.status,
             row("Outlines", self.tolerance_um, "µm", self.polygons)])
-        labelled = [w._labeled_widget() for w in self]
-        labelled = [w for w in labelled if w is not None]
-        width = max(w._label_widget.native.fontMetrics().horizontalAdvance(
-            w._label_widget.native.text()) for w in labelled) + 8
-        for w in labelled:
-            w.label_width = width
-        self.native.layout().addStretch(1)
+        align_labels(self)
 
         self._timer = QTimer()
         self._timer.setSingleShot(True)
