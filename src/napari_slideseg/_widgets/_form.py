@@ -6,7 +6,8 @@ from typing import Any
 
 from magicgui.widgets import Container, Label
 
-__all__ = ["align_labels", "error_message", "row"]
+__all__ = ["align_labels", "error_message", "level_choices", "require_slide", "row",
+           "slide_choices"]
 
 
 def row(label: str, *items: Any, stretch: bool = False) -> Container:
@@ -49,3 +50,35 @@ def align_labels(container: Container, stretch: bool = True) -> None:
         w.label_width = width
     if stretch:
         container.native.layout().addStretch(1)
+
+
+def slide_choices(viewer: Any) -> list[tuple[str, Any]]:
+    """(name, layer) of the viewer's slide layers (opened with napari-slideseg)."""
+    from .slide_info import _slide_of
+
+    return [(la.name, la) for la in viewer.layers if _slide_of(la) is not None]
+
+
+def level_choices(layer: Any) -> list[tuple[str, int]]:
+    """(label, level) of a slide layer's pyramid levels, labelled with their pixel size
+    (or their size when the pixel size is unknown); [] for a layer that is no slide."""
+    from .slide_info import _slide_of
+
+    slide = _slide_of(layer) if layer is not None else None
+    if slide is None:
+        return []
+    mpp0 = slide.mpp[0] if slide.mpp else None
+    return [(f"{k} ({mpp0 * ds:.3g} µm/px)" if mpp0 else f"{k} ({w} x {h})", k)
+            for k, ((w, h), ds) in enumerate(zip(slide.level_dimensions,
+                                                 slide.level_downsamples, strict=True))]
+
+
+def require_slide(viewer: Any, layer: Any) -> Any:
+    """``layer`` if it is a slide layer still in the viewer; else a SlideSegError saying
+    what to do."""
+    from ..core.errors import SlideSegError
+
+    if layer is None or layer not in viewer.layers:
+        raise SlideSegError("open a slide with napari-slideseg first (File > Open, or "
+                            "the sample).")
+    return layer

@@ -34,7 +34,14 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ._form import align_labels, error_message, row
+from ._form import (
+    align_labels,
+    error_message,
+    level_choices,
+    require_slide,
+    row,
+    slide_choices,
+)
 from .annotations import view_box
 from .slide_info import _slide_of
 
@@ -436,7 +443,7 @@ class ExportWidget(Container):
 
     # -- choices ----------------------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(la.name, la) for la in self.viewer.layers if _slide_of(la) is not None]
+        return slide_choices(self.viewer)
 
     def _rectangle_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(la.name, la) for la in self.viewer.layers if la._type_string == "shapes"]
@@ -447,17 +454,7 @@ class ExportWidget(Container):
         return [(la.name, la) for la in found]
 
     def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
-        layer = self.slide.value if hasattr(self, "slide") else None
-        slide = _slide_of(layer) if layer is not None else None
-        if slide is None:
-            return []
-        mpp0 = slide.mpp[0] if slide.mpp else None
-        levels = []
-        for k, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples,
-                                             strict=True)):
-            size = f"{mpp0 * ds:.3g} µm/px" if mpp0 else f"{w} x {h}"
-            levels.append((f"{k} ({size})", k))
-        return levels
+        return level_choices(self.slide.value if hasattr(self, "slide") else None)
 
     def _class_choices(self, _widget: Any = None) -> list[str]:
         return list(self._class_names)
@@ -562,13 +559,7 @@ class ExportWidget(Container):
 
     # -- parameters -------------------------------------------------------------------
     def _slide_layer(self) -> Any:
-        from ..core.errors import SlideSegError
-
-        layer = self.slide.value
-        if layer is None or layer not in self.viewer.layers:
-            raise SlideSegError("open a slide with napari-slideseg first (File > Open, or "
-                                "the sample).")
-        return layer
+        return require_slide(self.viewer, self.slide.value)
 
     def _annotations(self) -> Any:
         """The AnnotationSet (or file path) chosen; None for images only."""

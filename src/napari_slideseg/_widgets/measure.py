@@ -71,7 +71,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._form import align_labels, error_message, row
+from ._form import align_labels, error_message, level_choices, row
 from ._object_table import ObjectFilterProxy, ObjectTableModel, filter_mask
 from ._plots import HistogramPlot, ScatterPlot
 from .slide_info import _slide_of
@@ -731,14 +731,8 @@ class MeasureWidget(Container):
         return [(la.name, la) for la in layers] + [("none", None)]
 
     def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
-        layer = self.image.value if hasattr(self, "image") else None
-        slide = _slide_of(layer) if layer is not None else None
-        if slide is None:
-            return [("0", 0)]
-        mpp0 = slide.mpp[0] if slide.mpp else None
-        return [(f"{k} ({mpp0 * ds:.3g} µm/px)" if mpp0 else f"{k} ({w} x {h})", k)
-                for k, ((w, h), ds) in enumerate(zip(slide.level_dimensions,
-                                                     slide.level_downsamples, strict=True))]
+        return level_choices(self.image.value if hasattr(self, "image") else None) \
+            or [("0", 0)]
 
     def _tissue_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         layers = [la for la in reversed(list(self.viewer.layers))

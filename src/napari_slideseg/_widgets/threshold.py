@@ -40,7 +40,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
-from ._form import align_labels, error_message, row
+from ._form import align_labels, error_message, level_choices, row
 from .slide_info import _slide_of
 
 __all__ = ["LAZY_PIXELS", "RESULT_LAYER", "LevelMasks", "ThresholdInput", "ThresholdWidget",
@@ -696,13 +696,8 @@ class ThresholdWidget(Container):
         layer = self.image.value if hasattr(self, "image") else None
         if layer is None:
             return []
-        slide = _slide_of(layer)
-        if slide is not None:
-            mpp0 = slide.mpp[0] if slide.mpp else None
-            return [(f"{k} ({mpp0 * ds:.3g} µm/px)" if mpp0 else f"{k} ({w} x {h})", k)
-                    for k, ((w, h), ds) in enumerate(zip(slide.level_dimensions,
-                                                         slide.level_downsamples,
-                                                         strict=True))]
+        if _slide_of(layer) is not None:
+            return level_choices(layer)
         shapes = [d.shape for d in layer.data] if layer.multiscale else [layer.data.shape]
         return [(f"{k} ({s[1]} x {s[0]})", k) for k, s in enumerate(shapes)]
 
