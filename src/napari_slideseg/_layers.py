@@ -40,6 +40,10 @@ __all__ = [
     "class_colors",
     "class_label_colormap",
     "class_labels_data",
+    "REVIEW_COLUMNS",
+    "REVIEW_DEFAULTS",
+    "has_review_columns",
+    "same_shape",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -102,10 +106,27 @@ def associated_image_layer_data(slide: Slide, name: str) -> LayerDataTuple:
 META_LAYER = "slideseg_annotation_layer"
 META_SET = "slideseg_annotation_set"
 META_SHAPES = "slideseg_shapes"  # region index -> (holes' region indices, shown data)
+#: Regions moved into a layer from another one (a class change in the review dock): a
+#: list; the shape whose ``region`` feature is (the layer's own region count) + j is
+#: moved region j, saved with its id and attributes and the shape's geometry.
+META_MOVED = "slideseg_moved_regions"
 SHAPE_TYPES = {"polygon": "polygon", "spline": "polygon", "rectangle": "rectangle",
                "ellipse": "ellipse", "arrow": "line", "ruler": "line", "line": "path"}
 FEATURE_COLUMNS = ("region", "id", "text", "type", "negative", "class", "area_um2",
                    "length_um")
+#: Feature columns of a region's review and prediction figures (its ``<Attributes>``,
+#: see :mod:`napari_slideseg.core.review`), added to layers where a region has one.
+REVIEW_COLUMNS = ("review_status", "reviewer", "reviewed_at", "opinion", "probability_mean",
+                  "probability_std", "tile_count")
+#: Their values for a shape drawn in napari (a region the reviewer adds), and what a
+#: region without the attribute shows: "" / NaN / -1.
+REVIEW_DEFAULTS: dict[str, Any] = {"review_status": "added", "reviewer": "", "reviewed_at": "",
+                                   "opinion": "", "probability_mean": np.nan,
+                                   "probability_std": np.nan, "tile_count": -1}
+_REVIEW_FLOATS = ("probability_mean", "probability_std")
+#: Layer metadata key of the slide's opinion ({'opinion', 'reviewer', 'reviewed_at'}),
+#: written to the first annotation layer's Attributes on saving.
+META_SLIDE_OPINION = "slideseg_slide_opinion"
 
 
 def _open_ring(vertices: np.ndarray) -> np.ndarray:
@@ -167,8 +188,8 @@ def _shape_of(region: Region, holes: list[np.ndarray]) -> tuple[np.ndarray, str]
 def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float],
                            units: tuple[str, str] = ("µm", "µm"),
                            mpp: float | None = None,
-                           within: tuple[float, float, float, float] | None = None
-                           ) -> list[LayerDataTuple]:
+                           within: tuple[float, float, float, float] | None = None,
+                           review: bool | None = None) -> list[LayerDataTuple]:
     """One Shapes layer per annotation layer, in the slide's world frame.
 
     Parameters
@@ -184,6 +205,11 @@ def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float
     within : (x0, y0, x1, y1), optional
         Only regions whose bounding box meets this level-0 box (with their holes);
         saving such a layer keeps every region it does not show as it was.
+    review : bool, optional
+        Whether layers get the :data:`REVIEW_COLUMNS` features (review status, reviewer,
+        time, opinion, probability mean/std, tile count). Default: the layers with a
+        region that has one of those attributes; a shape drawn in such a layer gets
+        status 'added'.
 
     Notes
     -----
@@ -194,7 +220,7 @@ def annotation_layers_data(annotations: AnnotationSet, scale: tuple[float, float
     mpp = mpp if mpp is not None else annotations.mpp
     out = []
     for layer in annotations:
-        out.append(_layer_data(layer, annotations, scale, units, mpp, within))
+        out.append(_layer_data(layer, annotations, scale, units, mpp, within, review))
     return out
 
 
@@ -208,10 +234,50 @@ def _meets(region: Region, box: tuple[float, float, float, float] | None) -> boo
     return bool(x0 < box[2] and x1 >= box[0] and y0 < box[3] and y1 >= box[1])
 
 
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _int(value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return -1
+    return int(number) if np.isfinite(number) and number >= 0 else -1
+
+
+def _review_row(attrs: dict[str, str]) -> dict[str, Any]:
+    """Feature values of a region's review and prediction attributes."""
+    row: dict[str, Any] = {}
+    for name in REVIEW_COLUMNS:
+        value = attrs.get(name)
+        if name in _REVIEW_FLOATS:
+            row[name] = _float(value)
+        elif name == "tile_count":
+            row[name] = _int(value)
+        else:
+            row[name] = "" if value is None else value
+    return row
+
+
+def has_review_columns(features: Any) -> bool:
+    """Whether a Shapes layer's features (DataFrame or dict) hold the review columns."""
+    return features is not None and "review_status" in features
+
+
 def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple[float, float],
                 units: tuple[str, str], mpp: float | None,
-                within: tuple[float, float, float, float] | None = None) -> LayerDataTuple:
+                within: tuple[float, float, float, float] | None = None,
+                review: bool | None = None) -> LayerDataTuple:
+    from .core.review import element_attributes
+
     regions = layer.regions
+    if review is None:
+        review = any(name in attrs for attrs in map(element_attributes, regions)
+                     for name in REVIEW_COLUMNS)
     negatives = [i for i, r in enumerate(regions) if r.negative and r.is_area]
     positives = [i for i, r in enumerate(regions) if r.is_area and not r.negative]
     holes_of: dict[int, list[int]] = {i: [] for i in range(len(regions))}
@@ -226,6 +292,8 @@ def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple
         shown_alone |= set(negatives)
     data, types, edges, faces = [], [], [], []
     features: dict[str, list[Any]] = {c: [] for c in FEATURE_COLUMNS}
+    if review:
+        features.update({c: [] for c in REVIEW_COLUMNS})
     shapes_meta: dict[int, tuple[list[int], np.ndarray]] = {}
     rgba = np.array([*layer.color, 255], float) / 255
     area_scale = (mpp or 1.0) ** 2
@@ -253,16 +321,22 @@ def _layer_data(layer: AnnotationLayer, annotations: AnnotationSet, scale: tuple
         features["class"].append(layer.class_name)
         features["area_um2"].append(area * area_scale if mpp else np.nan)
         features["length_um"].append(region.length() * mpp if mpp else np.nan)
-    dtypes = {"region": int, "negative": bool, "area_um2": float, "length_um": float}
+        if review:
+            for name, value in _review_row(element_attributes(region)).items():
+                features[name].append(value)
+    dtypes = {"region": int, "negative": bool, "area_um2": float, "length_um": float,
+              "probability_mean": float, "probability_std": float, "tile_count": int}
     columns = {c: np.array(v, dtype=dtypes.get(c, object)) for c, v in features.items()}
+    defaults = {"region": -1, "id": "", "text": "", "type": "", "negative": False,
+                "class": layer.class_name, "area_um2": np.nan, "length_um": np.nan}
+    if review:
+        defaults.update(REVIEW_DEFAULTS)
     kwargs = {
         "name": _display_name(layer),
         "shape_type": types, "edge_color": edges if edges else rgba,
         "face_color": faces if faces else np.array([*rgba[:3], 0.2]),
         "edge_width": 2, "scale": scale, "units": units, "features": columns,
-        "feature_defaults": {"region": -1, "id": "", "text": "", "type": "",
-                             "negative": False, "class": layer.class_name,
-                             "area_um2": np.nan, "length_um": np.nan},
+        "feature_defaults": defaults,
         "metadata": {META_LAYER: layer, META_SET: annotations, META_SHAPES: shapes_meta},
     }
     if not data:
@@ -298,14 +372,26 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
     reshaped ones keep their id, text and attributes, with Length/Area (and the micron
     versions) recomputed; shapes drawn in napari become new regions (fresh ids are
     given by the writer).
+
+    Review: the :data:`REVIEW_COLUMNS` features a layer has are written into each
+    region's ``<Attributes>`` (a region whose values did not change is returned as it
+    was). A reshaped region whose status is 'pending' or 'accepted' becomes 'edited'
+    (the reviewer changed it), timed now. A layer's ``slideseg_slide_opinion`` metadata
+    ({'opinion', 'reviewer', 'reviewed_at'}) becomes the slide's opinion (see
+    :func:`napari_slideseg.core.review.set_slide_opinion`).
     """
+    from .core.review import set_slide_opinion
+
     base: AnnotationSet | None = None
+    opinion: dict[str, Any] | None = None
     out_layers: list[AnnotationLayer] = []
     for data, attrs in layers:
         meta = attrs.get("metadata") or {}
         source: AnnotationLayer | None = meta.get(META_LAYER)
         if base is None and meta.get(META_SET) is not None:
             base = meta[META_SET]
+        if opinion is None and meta.get(META_SLIDE_OPINION) is not None:
+            opinion = meta[META_SLIDE_OPINION]
         shapes_meta: dict[int, tuple[list[int], np.ndarray]] = meta.get(META_SHAPES) or {}
         features = attrs.get("features")
         feats = features if features is not None else {}
@@ -317,13 +403,17 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
             data = [np.asarray(d, np.float64)[:, -2:] + offset for d in data]
         region_col = list(feats["region"]) if "region" in feats else [-1] * n
         text_col = list(feats["text"]) if "text" in feats else [""] * n
+        review_cols = {c: list(feats[c]) for c in REVIEW_COLUMNS if c in feats}
+        moved: list[Region] = list(meta.get(META_MOVED) or [])
+        own = len(source.regions) if source is not None else 0
         types = attrs.get("shape_type") or ["polygon"] * n
         if isinstance(types, str):
             types = [types] * n
         if source is not None:
             shown_name = attrs.get("name", "")
             layer = AnnotationLayer(
-                name=source.name if shown_name == _display_name(source) else shown_name,
+                name=source.name if _same_name(shown_name, _display_name(source))
+                else shown_name,
                 color=source.color, attributes=dict(source.attributes),
                 extra=dict(source.extra))
         else:  # drawn in napari: the colour of its first shape's edge
@@ -340,9 +430,11 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
                 hole_ids, original = shapes_meta[idx]
                 region = source.regions[idx]
                 text = str(text_col[k]) if text_col[k] is not None else region.text
-                if original.shape == shape.shape and np.array_equal(original, shape):
+                row = {c: v[k] for c, v in review_cols.items()}
+                if same_shape(original, shape):
                     if text != region.text:
                         region = _copy(region, text=text)
+                    region = _with_review(region, row)
                     kept.append((idx, region))
                     kept.extend((j, source.regions[j]) for j in hole_ids)
                     continue
@@ -355,6 +447,11 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
                 edited = _copy(region, vertices=new.vertices, text=text, type=new.type,
                                remeasure=True)
                 edited.holes = [] if hole_ids else holes
+                if str(row.get("review_status", "")).strip().lower() in ("pending", "accepted"):
+                    from .core.review import review_time
+
+                    row.update(review_status="edited", reviewed_at=review_time())
+                edited = _with_review(edited, row, copy=False)
                 kept.append((idx, edited))
                 for pos, j in enumerate(hole_ids):
                     if pos < len(holes):
@@ -363,9 +460,23 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
                 for extra_hole in holes[len(hole_ids):] if hole_ids else []:
                     kept.append((idx + 0.5, Region(extra_hole, negative=True, text=text)))
                 continue
+            if own <= idx < own + len(moved):  # moved here from another layer
+                region = moved[idx - own]
+                new, holes = _region_from_shape(shape, types[k])
+                if new.type == "polygon" and region.type not in ("ellipse", "rectangle"):
+                    new.type = region.type
+                text = str(text_col[k]) if text_col[k] is not None else region.text
+                arrived = _copy(region, vertices=new.vertices, text=text, type=new.type,
+                                remeasure=True)
+                arrived.holes = holes
+                arrived.extra["moved"] = True
+                kept.append((idx, _with_review(arrived, {c: v[k] for c, v in
+                                                         review_cols.items()}, copy=False)))
+                continue
             new, holes = _region_from_shape(shape, types[k])
             new.text = str(text_col[k]) if text_col[k] is not None else ""
             new.holes = holes
+            new = _with_review(new, {c: v[k] for c, v in review_cols.items()}, copy=False)
             kept.append((1e12 + k, new))
         if source is not None:
             # regions the layer never showed (points, or outside the box it was made
@@ -375,12 +486,88 @@ def shapes_to_annotations(layers: list[tuple[Any, dict[str, Any]]],
                         if i not in shapes_meta and i not in holes_shown)
         kept.sort(key=lambda t: t[0])
         layer.regions = [r for _, r in kept]
+        _fresh_ids(layer.regions)
         out_layers.append(layer)
     result = AnnotationSet(out_layers, attributes=dict(base.attributes) if base else None,
                            extra=dict(base.extra) if base else None)
     if mpp is not None:
         result.mpp = mpp
+    if opinion is not None:
+        set_slide_opinion(result, opinion.get("opinion"), opinion.get("reviewer", ""),
+                          opinion.get("reviewed_at") or None)
     return result
+
+
+def _fresh_ids(regions: list[Region]) -> None:
+    """Give regions moved from another layer whose Id one of the layer's own regions has
+    the next free Id (ids stay unique in the layer)."""
+    if not any(r.extra.get("moved") for r in regions):
+        return
+    taken = [r.id for r in regions if not r.extra.get("moved")]
+    numbers = [int(i) for i in taken if i is not None and i.lstrip("-").isdigit()]
+    next_id = max(numbers, default=0) + 1
+    seen = set(taken)
+    for region in regions:
+        if not region.extra.pop("moved", False) or region.id is None:
+            continue
+        if region.id in seen:
+            region.attributes["Id"] = str(next_id)
+            next_id += 1
+        seen.add(region.id)
+
+
+def _review_changes(region: Region, row: dict[str, Any]) -> dict[str, Any]:
+    """The attribute changes that give ``region`` the review feature values of ``row``
+    (name -> text, or None to remove); values equal to the stored ones are left out, so
+    an untouched region keeps its attributes byte for byte."""
+    from .core.review import element_attributes
+
+    attrs = element_attributes(region)
+    changes: dict[str, Any] = {}
+    for name, value in row.items():
+        stored = attrs.get(name)
+        if name in _REVIEW_FLOATS:
+            number, old = _float(value), _float(stored)
+            if number == old or (np.isnan(number) and np.isnan(old)):
+                continue
+            changes[name] = None if np.isnan(number) else float(number)
+        elif name == "tile_count":
+            count = _int(value)
+            if count == _int(stored):
+                continue
+            changes[name] = None if count < 0 else count
+        else:
+            text = "" if value is None or (isinstance(value, float) and np.isnan(value)) \
+                else str(value)
+            if text == (stored or ""):
+                continue
+            changes[name] = text or None
+    return {k: v for k, v in changes.items() if v is not None or k in attrs}
+
+
+def _with_review(region: Region, row: dict[str, Any], copy: bool = True) -> Region:
+    """``region`` with the review features of ``row`` in its Attributes: unchanged when
+    they are there already, else changed in a copy (with ``copy``) or in place."""
+    from .core.review import set_element_attributes
+
+    changes = _review_changes(region, row) if row else {}
+    if not changes:
+        return region
+    if copy:
+        region = _copy(region)
+    set_element_attributes(region, changes)
+    return region
+
+
+def same_shape(original: np.ndarray, shape: Any) -> bool:
+    """Whether a shape's vertices are still those it was shown with.
+
+    napari (0.5 and later) keeps Shapes data as float32: vertices are compared at that
+    precision, so that a region nobody touched is not taken for a reshaped one.
+    """
+    shape = np.asarray(shape)
+    return original.shape == shape.shape and np.array_equal(
+        np.asarray(original, np.float32), np.asarray(shape, np.float32))
 
 
 def _copy(region: Region, *, vertices: np.ndarray | None = None, text: str | None = None,
@@ -402,6 +589,16 @@ def _copy(region: Region, *, vertices: np.ndarray | None = None, text: str | Non
 def _get(attrs: dict[str, Any], key: str, default: Any) -> Any:
     value = attrs.get(key)
     return default if value is None else value
+
+
+def _same_name(shown: str, display: str) -> bool:
+    """Whether a layer still has the name it was made with: napari adds " [1]" to a new
+    layer's name when another layer has it (a predicted 'tumour' beside the user's own
+    'tumour' layer), which does not rename the class."""
+    if shown == display:
+        return True
+    head, sep, tail = shown.rpartition(" [")
+    return bool(sep) and head == display and tail.endswith("]") and tail[:-1].isdigit()
 
 
 def _display_name(layer: AnnotationLayer) -> str:
