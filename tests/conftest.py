@@ -66,6 +66,34 @@ def svs(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return Written(path, levels, label, macro)
 
 
+# A slide with a known 'tumour' of distinct colour and texture (core.synthetic.region_image):
+# 1536 x 1152 px at 0.5 µm/px, 3 levels; the tumour in 64-px tiles (col0, row0, col1,
+# row1), end-exclusive: an L and a separate block.
+TUMOUR_SIZE, TUMOUR_TILE = (1536, 1152), 64
+TUMOUR_TILES = [(3, 3, 12, 7), (3, 7, 7, 14), (16, 9, 21, 15)]
+
+
+@pytest.fixture(scope="session")
+def tumour_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The slide's path; its geometry is ``tumour_slide.size / .tile / .tiles``."""
+    w, h = TUMOUR_SIZE
+    t = TUMOUR_TILE
+    boxes = [(c0 * t, r0 * t, c1 * t, r1 * t) for c0, r0, c1, r1 in TUMOUR_TILES]
+    image, _ = sy.region_image(w, h, boxes)
+    sizes = sy.pyramid_dimensions(w, h, (1, 2, 4))
+    levels = sy.downsample_levels(image, sizes)
+    path = tmp_path_factory.mktemp("auto") / "tumour.tiff"
+    sy.write_generic_tiff(path, sizes, sy.array_tile_reader(levels), tile=128, mpp=0.5,
+                          compression="zlib")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tumour_geometry() -> tuple[tuple[int, int], int, list[tuple[int, int, int, int]]]:
+    """(slide size (w, h), tile size, tumour boxes in tiles) of ``tumour_slide``."""
+    return TUMOUR_SIZE, TUMOUR_TILE, list(TUMOUR_TILES)
+
+
 @pytest.fixture(scope="session")
 def generic_tiff(tmp_path_factory: pytest.TempPathFactory) -> Written:
     """Generic tiled pyramid with exact 2x levels, lossless (deflate) so pixels are known."""

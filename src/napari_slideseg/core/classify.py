@@ -122,6 +122,27 @@ class CrossValidation:
                 f"{self.n} objects)")
 
 
+def stratified_cv(forest: Any, x: np.ndarray, y: np.ndarray, folds: int, seed: int,
+                  what: str, result: type[CrossValidation] = CrossValidation
+                  ) -> CrossValidation:
+    """Accuracy of ``forest`` in stratified k-fold cross-validation (shuffled with
+    ``seed``); ``folds`` is lowered to the size of the smallest class, which needs at
+    least two of ``what`` (e.g. 'labelled objects')."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    names, counts = np.unique(y, return_counts=True)
+    k = int(min(folds, counts.min()))
+    if k < 2:
+        small = [str(n) for n, c in zip(names, counts, strict=True) if c < 2]
+        raise ClassifierError(f"cross-validation needs at least two {what} of each class; "
+                              f"{', '.join(small)} {'has' if len(small) == 1 else 'have'} "
+                              "one.")
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    scores = cross_val_score(forest, x, y, cv=splitter, scoring="accuracy")
+    return result(float(np.mean(scores)), float(np.std(scores)), [float(s) for s in scores],
+                  k, int(len(y)), [str(n) for n in names])
+
+
 class ObjectClassifier:
     """A random forest that classifies the objects of a measurement table.
 
@@ -274,26 +295,13 @@ class ObjectClassifier:
         smaller (each class needs at least two objects). Does not change the fitted
         model.
         """
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-
         if folds < 2:
             raise ClassifierError(f"cross-validation needs at least 2 folds, not {folds}.")
         _, x, y, _ = self._training(df, classes)
-        names, counts = np.unique(y, return_counts=True)
-        k = int(min(folds, counts.min()))
-        if k < 2:
-            small = [str(n) for n, c in zip(names, counts, strict=True) if c < 2]
-            raise ClassifierError("cross-validation needs at least two labelled objects of "
-                                  f"each class; {', '.join(small)} "
-                                  f"{'has' if len(small) == 1 else 'have'} one.")
-        splitter = StratifiedKFold(n_splits=k, shuffle=True,
-                                   random_state=self.params["random_state"])
         # missing values were filled with medians of all labelled rows, not of each
         # fold's training part: measurements rarely miss values, so scores barely move
-        scores = cross_val_score(self._forest(), x, y, cv=splitter, scoring="accuracy")
-        return CrossValidation(float(np.mean(scores)), float(np.std(scores)),
-                               [float(s) for s in scores], k, int(len(y)),
-                               [str(n) for n in names])
+        return stratified_cv(self._forest(), x, y, folds, self.params["random_state"],
+                             "labelled objects")
 
     # -- prediction -----------------------------------------------------------------------
     def _require_fitted(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "SlideSegError",
+    "Cancelled",
     "SlideNotFoundError",
     "UnsupportedSlideError",
     "CorruptTileError",
@@ -54,3 +55,7 @@ class UnsafeAnnotationError(MalformedAnnotationError):
 
 class InvalidGeometryError(AnnotationError):
     """A region has NaN, infinite or non-numeric coordinates, or too few vertices."""
+
+
+class Cancelled(SlideSegError):
+    """A long run was cancelled by the user (nothing half-written is left behind)."""

@@ -19,6 +19,7 @@ __all__ = [
     "write_aperio_svs",
     "write_generic_tiff",
     "tissue_image",
+    "region_image",
     "pyramid_dimensions",
     "array_tile_reader",
 ]
@@ -290,3 +291,41 @@ def downsample_levels(image: np.ndarray,
     for w, h in level_sizes[1:]:
         out.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
     return out
+
+
+def region_image(width: int, height: int, boxes: Sequence[tuple[int, int, int, int]], *,
+                 seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pink fibrous 'stroma' with a 'tumour' of distinct colour and texture in ``boxes``.
+
+    The tumour is purple with dense dark dots (nuclei); the stroma pink with fine
+    streaks. A known answer for tile classifiers: the truth is exactly the union of the
+    boxes ``(x0, y0, x1, y1)`` (level-0 pixels, end-exclusive).
+
+    Returns
+    -------
+    image : (height, width, 3) uint8
+    mask : (height, width) bool, the tumour
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = height, width
+    fibres = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 6, sigmaY=1.5)
+    fibres = (fibres - fibres.min()) / (float(np.ptp(fibres)) + 1e-9)
+    base = np.array([236, 168, 200], np.float32)
+    dark = np.array([205, 110, 160], np.float32)
+    image = base + (dark - base) * fibres[..., None]
+    mask = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    dots = np.zeros((h, w), np.uint8)
+    ys, xs = np.nonzero(mask[::3, ::3])
+    if len(ys):
+        pick = rng.choice(len(ys), max(1, len(ys) // 3), replace=False)
+        for y, x in zip((ys[pick] * 3).tolist(), (xs[pick] * 3).tolist(), strict=True):
+            cv2.circle(dots, (x, y), 2, 1, -1)
+    tumour = np.where(dots[..., None] > 0, np.array([70, 40, 120], np.float32),
+                      np.array([150, 90, 175], np.float32))
+    image = np.where(mask[..., None], tumour, image)
+    image += rng.normal(0, 4, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
