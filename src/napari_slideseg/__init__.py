@@ -18,7 +18,17 @@ from .core.annotations import (
     read_annotations,
     write_annotations,
 )
+from .core.autoannotate import (
+    AutoAnnotation,
+    auto_annotate,
+    predict_tiles,
+    read_metrics,
+    record_review,
+    run_iteration,
+    train_tile_classifier,
+)
 from .core.classify import ObjectClassifier, summarize_classes
+from .core.clusters import find_regions
 from .core.edit import (
     EditResult,
     LabelEdit,
@@ -31,6 +41,7 @@ from .core.edit import (
 from .core.errors import (
     AnnotationError,
     AnnotationNotFoundError,
+    Cancelled,
     CorruptTileError,
     InvalidGeometryError,
     MalformedAnnotationError,
@@ -42,9 +53,13 @@ from .core.errors import (
 from .core.masks import AnnotationKey, rasterize
 from .core.measure import measure, open_labels
 from .core.patches import export_patches, plan_patches
+from .core.review import review_counts, review_of, set_review, set_slide_opinion, slide_opinion
 from .core.slide import Slide, open_slide
 from .core.tables import write_ecotaxa, write_geojson, write_table
+from .core.tilemodels import CallableModel, OnnxModel, TileClassifier, TorchScriptModel, load_model
+from .core.tiles import TileGrid, TilePredictions, tile_grid
 from .core.vector import labels_to_polygons, polygons_to_labels
+from .core.weaklabels import export_weak_labels, pseudo_mask, save_pseudo_mask, tile_metrics
 
 try:
     __version__ = version("napari-slideseg")
@@ -57,21 +72,33 @@ __all__ = [
     "AnnotationLayer",
     "AnnotationNotFoundError",
     "AnnotationSet",
+    "AutoAnnotation",
+    "CallableModel",
+    "Cancelled",
     "CorruptTileError",
     "EditResult",
     "InvalidGeometryError",
     "LabelEdit",
     "MalformedAnnotationError",
     "ObjectClassifier",
+    "OnnxModel",
     "Region",
     "Slide",
     "SlideNotFoundError",
     "SlideSegError",
+    "TileClassifier",
+    "TileGrid",
+    "TilePredictions",
+    "TorchScriptModel",
     "UnsafeAnnotationError",
     "UnsupportedSlideError",
+    "auto_annotate",
     "cut_labels",
     "export_patches",
+    "export_weak_labels",
+    "find_regions",
     "labels_to_polygons",
+    "load_model",
     "measure",
     "merge_labels",
     "merge_selected",
@@ -80,10 +107,24 @@ __all__ = [
     "open_slide",
     "plan_patches",
     "polygons_to_labels",
+    "predict_tiles",
+    "pseudo_mask",
     "rasterize",
     "read_annotations",
+    "read_metrics",
+    "record_review",
+    "review_counts",
+    "review_of",
+    "run_iteration",
+    "save_pseudo_mask",
+    "set_review",
+    "set_slide_opinion",
+    "slide_opinion",
     "split_labels",
     "summarize_classes",
+    "tile_grid",
+    "tile_metrics",
+    "train_tile_classifier",
     "write_annotations",
     "write_ecotaxa",
     "write_geojson",

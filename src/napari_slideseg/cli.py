@@ -258,6 +258,186 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_printer(unit: str) -> Any:
+    import time
+
+    shown = [-1.0, ""]
+
+    def progress(step: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - shown[0] > 0.5 or step != shown[1]:
+            shown[0], shown[1] = now, step
+            width = 30
+            filled = int(width * done / max(total, 1))
+            print(f"\r{step:>9} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                  f"{unit if step == 'tiles' else ''}   ", end="", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _user_model(args: argparse.Namespace) -> Any:
+    """The --model file with the declaration given on the command line (if any)."""
+    if args.model is None:
+        return None
+    from .core.tilemodels import load_model
+
+    kwargs: dict[str, Any] = {}
+    if args.model_classes:
+        kwargs["classes"] = args.model_classes
+    if args.input_size:
+        kwargs["input_size"] = args.input_size
+    if args.mean:
+        kwargs["mean"] = tuple(args.mean)
+    if args.std:
+        kwargs["std"] = tuple(args.std)
+    return load_model(args.model, **kwargs)
+
+
+def _cmd_auto_annotate(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from .core.annotations import read_annotations, write_annotations
+    from .core.autoannotate import auto_annotate, next_training, record_review, run_iteration
+
+    if args.model is None and args.annotations is None and args.reviewed is None:
+        print("error: give --annotations to train the built-in classifier, --reviewed "
+              "(with --workdir) to retrain from a review, or --model", file=sys.stderr)
+        return 2
+    if args.reviewed is not None and args.workdir is None:
+        print("error: --reviewed needs --workdir (the loop's folder)", file=sys.stderr)
+        return 2
+    if args.workdir is None and args.out is None:
+        print("error: give --out (annotation file) or --workdir", file=sys.stderr)
+        return 2
+    params = dict(size=args.size, level=args.level, mpp=args.mpp, min_tissue=args.min_tissue,
+                  classes=args.classes, threshold=args.threshold, eps=args.eps,
+                  min_samples=args.min_samples, min_tiles=args.min_tiles,
+                  min_mean=args.min_mean,
+                  max_std=math.inf if args.max_std is None else args.max_std,
+                  max_var=math.inf if args.max_var is None else args.max_var,
+                  outline=args.outline, concavity=args.concavity, seed=args.seed,
+                  workers=args.workers, progress=_progress_printer("tiles"))
+    model = _user_model(args)
+    start = time.perf_counter()
+    if args.workdir is not None:
+        if args.reviewed is not None:
+            rows = record_review(args.workdir, args.reviewed)
+            print(f"iteration {int(rows['iteration'].iloc[0])} reviewed:")
+            for _, row in rows.iterrows():
+                print(f"  {row['class']}: Dice {row['dice']:.3f}  IoU {row['iou']:.3f} "
+                      f"(tiles: {int(row['n_true'])} true, {int(row['n_pred'])} predicted)")
+        training = args.annotations if args.annotations is not None else \
+            next_training(args.workdir)
+        folder, result = run_iteration(args.workdir, args.slide, training, model=model,
+                                       **params)
+        out = folder / "predicted.xml"
+        if args.out is not None:
+            write_annotations(result.annotations, args.out)
+            out = Path(args.out)
+    else:
+        training = read_annotations(args.annotations) if args.annotations else None
+        result = auto_annotate(args.slide, model, training, **params)
+        out = Path(args.out)
+        write_annotations(result.annotations, out)
+    print(file=sys.stderr)
+    if args.save_model:
+        if not hasattr(result.model, "save"):
+            print("error: --save-model saves the built-in classifier; a user model is "
+                  "already a file", file=sys.stderr)
+            return 2
+        result.model.save(args.save_model)
+    if args.clusters:
+        result.clusters.to_csv(args.clusters, index=False)
+    if args.pseudo_mask:
+        from .core.weaklabels import save_pseudo_mask
+
+        save_pseudo_mask(result.predictions, args.pseudo_mask, threshold=args.threshold)
+    seconds = time.perf_counter() - start
+    kept = result.clusters[result.clusters["kept"]] if len(result.clusters) else \
+        result.clusters
+    if result.training is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in result.training.counts().items())
+        print(f"trained on {int(result.training.used.sum())} tiles ({counts})")
+    per_class = kept.groupby("class").size().to_dict() if len(kept) else {}
+    print(f"{len(result.grid)} tiles classified, {len(kept)} of {len(result.clusters)} "
+          f"clusters kept ({', '.join(f'{k} {v}' for k, v in per_class.items()) or 'none'}) "
+          f"in {seconds:.1f} s -> {out}")
+    return 0
+
+
+def _cmd_weak_labels(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.annotations import read_annotations
+    from .core.weaklabels import export_weak_labels
+
+    start = time.perf_counter()
+    progress = _progress_printer("tiles")
+    table = export_weak_labels(
+        args.slide, read_annotations(args.annotations), args.out, size=args.size,
+        level=args.level, mpp=args.mpp, classes=args.classes, min_fraction=args.min_fraction,
+        source=args.source, image_format=args.format, min_tissue=args.min_tissue,
+        workers=args.workers, progress=lambda d, t: progress("tiles", d, t))
+    print(file=sys.stderr)
+    if args.predictions:
+        from .core.autoannotate import load_predictions
+        from .core.weaklabels import save_pseudo_mask
+
+        save_pseudo_mask(load_predictions(args.predictions), Path(args.out) / "pseudo_mask.png",
+                         threshold=args.threshold)
+    print(f"{len(table)} tiles with multi-hot labels in {time.perf_counter() - start:.1f} s "
+          f"-> {Path(args.out) / 'labels.csv'}")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from .core.annotations import read_annotations, write_annotations
+    from .core.review import (
+        review_counts,
+        set_review,
+        set_slide_opinion,
+        slide_opinion,
+    )
+
+    annotations = read_annotations(args.file)
+    by_id = {}
+    for layer, region in annotations.regions():
+        by_id[str(region.id)] = (layer, region)
+    changed = False
+    for item in args.set or []:
+        rid, _, status = item.partition("=")
+        if rid not in by_id:
+            print(f"error: --set {item!r}: no region with Id {rid!r}", file=sys.stderr)
+            return 2
+        opinion = None
+        for o in args.opinion or []:
+            oid, _, text = o.partition("=")
+            if oid == rid:
+                opinion = text
+        set_review(by_id[rid][1], status, reviewer=args.reviewer or "", opinion=opinion)
+        changed = True
+    if args.slide_opinion is not None:
+        set_slide_opinion(annotations, args.slide_opinion, reviewer=args.reviewer or "")
+        changed = True
+    if changed:
+        write_annotations(annotations, args.out or args.file, format="aperio")
+    counts = review_counts(annotations)
+    print(" · ".join(f"{k} {v}" for k, v in counts.items()) or "no reviewed regions")
+    opinion = slide_opinion(annotations)
+    if opinion.get("opinion"):
+        print(f"slide opinion ({opinion.get('reviewer', '')}): {opinion['opinion']}")
+    if args.list:
+        from .core.review import review_of
+
+        for layer, region in annotations.regions():
+            r = review_of(region)
+            if r:
+                print(f"{region.id}\t{layer.class_name}\t{r.get('status', '')}\t"
+                      f"{r.get('reviewer', '')}\t{r.get('opinion', '')}")
+    return 0
+
+
 def _labels_downsample(slide: Any, size: tuple[int, int], level: int | None,
                        path: str) -> float:
     """The downsample of a label image of ``size`` (w, h): its level's, or the ratio to
@@ -587,6 +767,107 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contour", action="store_true",
                    help="draw each object's outline on its EcoTaxa image")
     p.set_defaults(func=_cmd_measure)
+
+    p = sub.add_parser(
+        "auto-annotate", help="classify tiles, cluster them and write polygon annotations",
+        description="Auto-annotate a slide: tiles over tissue are classified (the built-in "
+                    "random forest on colour, stain and texture features, trained from "
+                    "--annotations; or --model), each class's positive tiles are clustered "
+                    "with DBSCAN, clusters are filtered on their probabilities and outlined, "
+                    "and the outlines are written as annotations with review status "
+                    "'pending'. With --workdir every round is kept (iteration_NNN folders); "
+                    "--reviewed records the Dice/IoU of the last round against its review "
+                    "and retrains from it.")
+    p.add_argument("slide", metavar="SLIDE")
+    p.add_argument("--annotations", metavar="FILE",
+                   help="training annotations: tiles inside each class's polygons are that "
+                        "class, tissue outside them is 'other'")
+    p.add_argument("--model", metavar="FILE",
+                   help="a trained model instead: .joblib (built-in), .onnx, .pt "
+                        "(TorchScript); declare classes/input size/normalisation in "
+                        "FILE.json or with the options below")
+    p.add_argument("--model-classes", nargs="+", metavar="NAME",
+                   help="a user model's output classes, in order")
+    p.add_argument("--input-size", type=int, help="a user model's input size in pixels")
+    p.add_argument("--mean", type=float, nargs=3, help="a user model's input mean (0-1 RGB)")
+    p.add_argument("--std", type=float, nargs=3, help="a user model's input std (0-1 RGB)")
+    p.add_argument("--out", metavar="FILE",
+                   help="annotation file to write (.xml Aperio, .geojson)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep this round in DIR/iteration_NNN (model, prediction, metrics)")
+    p.add_argument("--reviewed", metavar="FILE",
+                   help="the last round's prediction after review: scored, then trained on")
+    p.add_argument("--save-model", metavar="FILE", help="save the trained classifier")
+    p.add_argument("--clusters", metavar="CSV", help="write every cluster's statistics")
+    p.add_argument("--pseudo-mask", metavar="FILE",
+                   help="write the tile-probability pseudo-mask (.png/.tif + .json)")
+    p.add_argument("--size", type=int, default=512, help="tile size in pixels (512)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--level", type=int, help="read tiles at this level (0)")
+    scale.add_argument("--mpp", type=float, help="read tiles at this µm/px instead")
+    p.add_argument("--min-tissue", type=float, default=0.25,
+                   help="classify tiles with at least this tissue fraction (0.25)")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="classes to annotate (default: all but 'other')")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="a tile is positive at this probability (0.5)")
+    p.add_argument("--eps", type=float, default=1.5,
+                   help="DBSCAN radius in tiles (1.5: diagonal neighbours join)")
+    p.add_argument("--min-samples", type=int, default=3, help="DBSCAN minimum samples (3)")
+    p.add_argument("--min-tiles", type=int, default=1, help="drop smaller clusters (1)")
+    p.add_argument("--min-mean", type=float, default=0.0,
+                   help="drop clusters whose mean probability is lower (0)")
+    p.add_argument("--max-std", type=float, help="drop clusters whose probability std is higher")
+    p.add_argument("--max-var", type=float,
+                   help="drop clusters whose probability variance is higher")
+    p.add_argument("--outline", choices=("convex", "tiles", "concave"), default="convex",
+                   help="cluster outline: convex hull, union of tiles, concave hull (convex)")
+    p.add_argument("--concavity", type=float, default=1.0,
+                   help="concave hull: largest triangle circumradius, in tiles (1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--workers", type=int, default=2, help="reading threads (2)")
+    p.set_defaults(func=_cmd_auto_annotate)
+
+    p = sub.add_parser(
+        "weak-labels", help="export tiles with multi-hot class labels (patch-level dataset)",
+        description="Export a patch-level labelled dataset for weakly supervised training: "
+                    "every tile over tissue as an image, and labels.csv with a 0/1 column "
+                    "per class (the class covers at least --min-fraction of the tile) and "
+                    "the covered fractions. --source review uses only regions an expert "
+                    "accepted, edited or added (and the user's own).")
+    p.add_argument("slide", metavar="SLIDE")
+    p.add_argument("--annotations", metavar="FILE", required=True)
+    p.add_argument("--out", metavar="DIR", required=True)
+    p.add_argument("--size", type=int, default=512, help="tile size in pixels (512)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--level", type=int, help="read tiles at this level (0)")
+    scale.add_argument("--mpp", type=float, help="read tiles at this µm/px instead")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="classes (default: all)")
+    p.add_argument("--min-fraction", type=float, default=0.05,
+                   help="a class is present in a tile from this covered fraction (0.05)")
+    p.add_argument("--source", choices=("annotations", "review"), default="annotations")
+    p.add_argument("--format", choices=("png", "jpg"), default="png")
+    p.add_argument("--min-tissue", type=float, default=0.25)
+    p.add_argument("--predictions", metavar="NPZ",
+                   help="also write pseudo_mask.png from an iteration's predictions.npz")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="pseudo-mask: tiles below this probability are 255 (uncertain)")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_cmd_weak_labels)
+
+    p = sub.add_parser(
+        "review", help="show or set the review of predicted regions in an annotation file",
+        description="Counts of regions by review status and the slide's opinion; with "
+                    "--set, record an expert's decision on regions (by Id) headless.")
+    p.add_argument("file", metavar="FILE", help="Aperio XML with review attributes")
+    p.add_argument("--set", nargs="+", metavar="ID=STATUS",
+                   help="set regions' status: pending, accepted, rejected, edited, added")
+    p.add_argument("--opinion", nargs="+", metavar="ID=TEXT", help="a region's opinion")
+    p.add_argument("--reviewer", help="reviewer name stored with the decisions")
+    p.add_argument("--slide-opinion", metavar="TEXT", help="overall opinion of the slide")
+    p.add_argument("--out", metavar="FILE", help="write here instead of in place")
+    p.add_argument("--list", action="store_true", help="list every reviewed region")
+    p.set_defaults(func=_cmd_review)
 
     p = sub.add_parser(
         "demo", help="generate the sample slide and show it (headless without a display)",
