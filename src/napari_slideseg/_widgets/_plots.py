@@ -18,7 +18,7 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-__all__ = ["HistogramPlot", "ScatterPlot", "nice_range", "robust_range", "wants_log"]
+__all__ = ["HistogramPlot", "LinePlot", "ScatterPlot", "nice_range", "robust_range", "wants_log"]
 
 SELECTED = QColor(255, 150, 0)
 POINT = (110, 160, 230)
@@ -359,3 +359,69 @@ class ScatterPlot(_Plot):
             return None
         px, py = self._pixels(self.x[hits[:1]], self.y[hits[:1]])
         return float(px[0]), float(py[0])
+
+
+#: Series colours of the line plot (one per class), distinct on the dark background.
+LINE_COLOURS = [QColor(c) for c in ("#ff9600", "#4fc3f7", "#9ccc65", "#f06292", "#ffd54f",
+                                    "#ba68c8", "#4db6ac", "#e57373")]
+
+
+class LinePlot(_Plot):
+    """Values of a few named series against a whole-number x (iterations), with points,
+    lines and a legend; y spans [0, 1] unless values leave it."""
+
+    MARGIN = (44, 12, 10, 34)
+
+    def __init__(self, parent: QWidget | None = None, xname: str = "iteration",
+                 yname: str = "Dice") -> None:
+        super().__init__(parent)
+        self.xname, self.yname = xname, yname
+        self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_series(self, series: dict[str, tuple[Any, Any]], yname: str | None = None) -> None:
+        """``{name: (x values, y values)}``; NaN values are skipped."""
+        self.series = {name: (np.asarray(x, np.float64), np.asarray(y, np.float64))
+                       for name, (x, y) in series.items()}
+        if yname is not None:
+            self.yname = yname
+        self.update()
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802
+        p = self._start()
+        try:
+            xs = [x for x, _ in self.series.values() if x.size]
+            if not xs:
+                self._empty(p, "no iterations reviewed yet")
+                return
+            allx = np.concatenate(xs)
+            ally = np.concatenate([y[np.isfinite(y)] for _, y in self.series.values()])
+            x0, x1 = float(allx.min()), float(allx.max())
+            if x1 - x0 < 1:
+                x0, x1 = x0 - 0.5, x1 + 0.5
+            y0 = min(0.0, float(ally.min())) if ally.size else 0.0
+            y1 = max(1.0, float(ally.max())) if ally.size else 1.0
+            r = self.plot_rect()
+
+            def at(x: float, y: float) -> QPointF:
+                return QPointF(r.left() + (x - x0) / (x1 - x0) * r.width(),
+                               r.bottom() - (y - y0) / (y1 - y0) * r.height())
+
+            fm = p.fontMetrics()
+            for k, (name, (x, y)) in enumerate(self.series.items()):
+                colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+                ok = np.isfinite(y)
+                points = [at(float(a), float(b)) for a, b in zip(x[ok], y[ok], strict=True)]
+                p.setPen(QPen(colour, 2))
+                for a, b in zip(points, points[1:], strict=False):
+                    p.drawLine(a, b)
+                p.setBrush(colour)
+                for pt in points:
+                    p.drawEllipse(pt, 3.0, 3.0)
+                p.setPen(colour)  # the legend, bottom left (lines mostly run high)
+                n = len(self.series)
+                p.drawText(QPointF(r.left() + 6, r.bottom() - 4 - (n - 1 - k) * fm.height()),
+                           name)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            self._axes(p, (x0, x1), (y0, y1), self.xname, self.yname)
+        finally:
+            p.end()
