@@ -122,6 +122,11 @@ def test_exports_xml_model_weak_labels_and_pseudo_mask(shown, qtbot, tmp_path):
     table = widget.export_weak_labels(tmp_path / "weak")
     assert len(table) == len(widget.result.grid)
     assert (tmp_path / "weak" / "labels.csv").exists()
+    widget.start_weak_labels(tmp_path / "weak2")  # the dock's button: in the background
+    _wait(qtbot, widget)
+    assert widget.last_error == "" and "Wrote" in widget.status.value
+    with open(tmp_path / "weak2" / "labels.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(table)
     mask_path = widget.save_pseudo_mask(tmp_path / "pseudo.png")
     assert mask_path.exists()
     meta = json.loads((tmp_path / "pseudo.json").read_text())

@@ -609,7 +609,30 @@ class AutoAnnotateWidget(Container):
         self._ask("Save classifier", self.save_model, filt="Model (*.joblib)")
 
     def _ask_weak_labels(self, _value: Any = None) -> None:
-        self._ask("Weak-label dataset folder", self.export_weak_labels, folder=True)
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Weak-label dataset folder",
+                                                  str(self._workdir_or_home()))
+        if folder:
+            self.start_weak_labels(folder)
+
+    def start_weak_labels(self, out: str | Path) -> None:
+        """Export the weak-label dataset in the background, with progress and Cancel."""
+        self._cancel.clear()
+        self.bar.max, self.bar.value = 1, 0
+        self.bar.visible = True
+        self.status.value = "Writing the weak-label dataset..."
+        emit = self._progress.changed.emit
+
+        def work() -> Any:
+            return self.export_weak_labels(out, progress=lambda d, t: emit("tiles", d, t),
+                                           cancel=self._cancel)
+
+        def done(table: Any) -> None:
+            what = "Cancelled: wrote" if self._cancel.is_set() else "Wrote"
+            self.status.value = f"{what} {len(table)} tiles and labels.csv to {out}."
+
+        self._start(work, done)
 
     def _ask_pseudo_mask(self, _value: Any = None) -> None:
         self._ask("Save pseudo-mask", self.save_pseudo_mask, filt="PNG (*.png);;TIFF (*.tif)")
