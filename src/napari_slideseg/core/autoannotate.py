@@ -23,6 +23,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -215,9 +216,10 @@ def train_tile_classifier(slide: Slide, annotations: AnnotationSet, grid: TileGr
     ``features`` of the whole grid are given.
 
     'other' tiles are unlabelled tissue, so some of them are of an annotated class the
-    user did not outline. With ``clean_other`` (the default), 'other' tiles that a
-    cross-validated forest (5 folds, out-of-fold probabilities) gives less than 0.5
-    'other' are left out of training, and the forest is trained on the rest.
+    user did not outline. With ``clean_other`` (the default), 'other' tiles that a first
+    forest's out-of-bag votes (100 trees, each tile judged by the trees that did not
+    train on it) give less than 0.5 'other' are left out, and the classifier is trained
+    on the rest.
 
     Returns
     -------
@@ -256,18 +258,18 @@ def train_tile_classifier(slide: Slide, annotations: AnnotationSet, grid: TileGr
 
 def _doubtful_other(model: Any, X: np.ndarray, y: np.ndarray, other: str,
                     seed: int) -> np.ndarray:
-    """'other' rows an out-of-fold forest gives less than 0.5 'other'."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    names, counts = np.unique(y, return_counts=True)
-    folds = int(min(5, counts.min()))
-    if folds < 2 or other not in names:
+    """'other' rows that a forest's out-of-bag votes (each row judged only by the trees
+    that did not see it) give less than 0.5 'other'."""
+    names = np.unique(y)
+    if other not in names or len(names) < 2:
         return np.zeros(len(y), bool)
     forest = model._forest()
-    forest.set_params(n_estimators=min(100, forest.n_estimators))
-    proba = cross_val_predict(forest, X, y, method="predict_proba",
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    return (y == other) & (proba[:, list(names).index(other)] < 0.5)
+    forest.set_params(n_estimators=min(100, forest.n_estimators), oob_score=True)
+    with warnings.catch_warnings():  # a row no tree left out counts as undecided
+        warnings.filterwarnings("ignore", "Some inputs do not have OOB scores")
+        forest.fit(X, y)
+    votes = np.nan_to_num(forest.oob_decision_function_, nan=1.0 / len(names))
+    return (y == other) & (votes[:, list(forest.classes_).index(other)] < 0.5)
 
 
 # -- the pipeline ------------------------------------------------------------------------
