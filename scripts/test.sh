@@ -2,6 +2,7 @@
 # Install everything the test suite needs and run the whole suite headless (Xvfb).
 #
 #   bash scripts/test.sh [pytest arguments]
+#   SLIDESEG_TEST_TORCH=1 bash scripts/test.sh    # also test TorchScript models (installs torch)
 #
 # System libraries for Qt under Xvfb are installed with apt-get when run as root;
 # otherwise the script says which ones to install and stops. Python packages go into
@@ -50,4 +51,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[testing]"
+# TorchScript models are tested when torch is installed; it is large, so only on request
+# (SLIDESEG_TEST_TORCH=1 installs torch==${SLIDESEG_TORCH_VERSION:-2.13.0}, CPU build where
+# pip finds one). Without it those tests are skipped.
+if [ "${SLIDESEG_TEST_TORCH:-0}" = "1" ]; then
+  .venv/bin/python -m pip install --quiet "torch==${SLIDESEG_TORCH_VERSION:-2.13.0}"
+fi
 exec .venv/bin/python -m pytest "$@"
