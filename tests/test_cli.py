@@ -201,3 +201,27 @@ def test_tissue_writes_a_mask_and_polygons(tmp_path, capsys):
                  "--mpp", "1", "--channel", "hematoxylin", "--sigma", "1", "--close", "0",
                  "--min-area", "20", "--min-hole", "0"]) == 0
     assert "pieces" in capsys.readouterr().out
+
+
+def test_review_command_sets_statuses_and_opinions(tmp_path, capsys):
+    from napari_slideseg import AnnotationLayer, AnnotationSet, Region, read_annotations
+    from napari_slideseg import write_annotations as write
+    from napari_slideseg.core.review import review_of, set_element_attributes, slide_opinion
+
+    regions = [Region([[0, 0], [10, 0], [10, 10]]), Region([[20, 0], [30, 0], [30, 10]])]
+    for region in regions:
+        set_element_attributes(region, {"review_status": "pending"})
+    path = tmp_path / "p.xml"
+    write(AnnotationSet([AnnotationLayer(name="t", regions=regions)]), path)
+    assert main(["review", str(path), "--set", "1=accepted", "--opinion", "1=solid",
+                 "2=two\nlines", "--reviewer", "dr x", "--slide-opinion", "two foci"]) == 0
+    back = read_annotations(path)
+    first, second = back[0].regions
+    assert review_of(first) == {"status": "accepted", "reviewer": "dr x",
+                                "reviewed_at": review_of(first)["reviewed_at"],
+                                "opinion": "solid"}
+    assert review_of(second) == {"status": "pending", "opinion": "two\nlines"}
+    assert slide_opinion(back)["opinion"] == "two foci"
+    assert "pending 1 · accepted 1" in capsys.readouterr().out
+    assert main(["review", str(path), "--set", "1=maybe"]) == 1
+    assert main(["review", str(path), "--opinion", "9=x"]) == 2

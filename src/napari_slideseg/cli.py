@@ -417,6 +417,17 @@ def _cmd_review(args: argparse.Namespace) -> int:
                 opinion = text
         set_review(by_id[rid][1], status, reviewer=args.reviewer or "", opinion=opinion)
         changed = True
+    decided = {item.partition("=")[0] for item in args.set or []}
+    for item in args.opinion or []:
+        rid, _, text = item.partition("=")
+        if rid not in by_id:
+            print(f"error: --opinion {item!r}: no region with Id {rid!r}", file=sys.stderr)
+            return 2
+        if rid not in decided:  # an opinion alone: the status stays as it is
+            from .core.review import set_element_attributes
+
+            set_element_attributes(by_id[rid][1], {"opinion": text})
+            changed = True
     if args.slide_opinion is not None:
         set_slide_opinion(annotations, args.slide_opinion, reviewer=args.reviewer or "")
         changed = True
