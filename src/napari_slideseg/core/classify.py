@@ -122,6 +122,22 @@ class CrossValidation:
                 f"{self.n} objects)")
 
 
+def dump_atomic(state: Any, path: Path) -> Path:
+    """``joblib.dump`` to a hidden file beside ``path``, then rename it: never a half
+    model file (the folder must exist)."""
+    import joblib
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        joblib.dump(state, name, compress=3)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def stratified_cv(forest: Any, x: np.ndarray, y: np.ndarray, folds: int, seed: int,
                   what: str, result: type[CrossValidation] = CrossValidation
                   ) -> CrossValidation:
@@ -356,7 +372,6 @@ class ObjectClassifier:
         The file holds the forest, its feature columns, fill values and class names, and
         the scikit-learn version it was made with. Conventionally ``*.joblib``.
         """
-        import joblib
         import sklearn
 
         self._require_fitted()
@@ -367,15 +382,7 @@ class ObjectClassifier:
                  "features": list(self.features_), "classes": list(self.classes_),
                  "fill": dict(self.fill_), "params": dict(self.params),
                  "sklearn": sklearn.__version__, "model": self.model_}
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            joblib.dump(state, name, compress=3)
-            os.replace(name, path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return path
+        return dump_atomic(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObjectClassifier:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .classify import ClassifierError, CrossValidation
+from .classify import ClassifierError, CrossValidation, dump_atomic
 from .errors import SlideSegError
 from .tilefeatures import FEATURE_NAMES, FEATURE_SIZE, resize_tiles, tile_features
 
@@ -366,22 +365,13 @@ class TileClassifier:
         training tiles of each class, and when the model was made. Conventionally
         ``*.joblib``.
         """
-        import joblib
 
         self._require_fitted()
         path = Path(path)
         if not path.parent.is_dir():
             raise ClassifierError(f"{path}: the folder {path.parent} does not exist.")
         state = {"metadata": self.metadata, "estimator": self.model_}
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            joblib.dump(state, name, compress=3)
-            os.replace(name, path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return path
+        return dump_atomic(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, n_jobs: int | None = None
