@@ -373,7 +373,7 @@ def auto_annotate(slide: Slide | str | os.PathLike[str], model: Any = None,
             return lambda done, total: progress(name, done, total)
 
         t0 = time.perf_counter()
-        if step("tissue"):
+        if progress is not None:
             progress("tissue", 0, 1)
         grid = tile_grid(slide_obj, size, level=level, mpp=mpp, min_tissue=min_tissue)
         timings["tissue_and_grid"] = time.perf_counter() - t0
