@@ -141,3 +141,16 @@ def test_errors_are_shown_in_the_dock(shown, qtbot):
     widget.source.value = "model file"
     widget.start_run()
     assert "model file" in widget.last_error
+
+
+def test_cancel_keeps_no_iteration(shown, qtbot, tmp_path):
+    _, _, widget = shown
+    widget.start_run()
+    assert widget.running and widget.cancel.enabled and not widget.run.enabled
+    widget.cancel.changed.emit(True)  # the Cancel button
+    _wait(qtbot, widget)
+    assert widget.status.value == "Cancelled: nothing was kept."
+    assert widget.last_error == ""
+    work = tmp_path / "work"
+    assert not list(work.glob("iteration_*")) and not widget.predicted_layers()
+    assert widget.run.enabled and not widget.cancel.enabled
