@@ -388,3 +388,55 @@ def test_slide_opinion_in_layer_metadata_is_saved(tmp_path):
     assert slide_opinion(out) == opinion
     assert slide_opinion(source) == {}
     assert slide_opinion(roundtrip(out, tmp_path)) == opinion
+
+
+def test_review_survives_geojson_and_conversion_back_to_aperio(tmp_path):
+    """GeoJSON carries the review and prediction values in each feature's metadata (as
+    QuPath keeps string metadata); converting GeoJSON -> Aperio keeps them as
+    Attributes, next to the feature's other metadata."""
+    import json
+
+    from napari_slideseg.core.annotations import read_annotations, write_annotations
+    from napari_slideseg.core.review import element_attributes, set_element_attributes
+
+    first = Region([[0, 0], [100, 0], [100, 80]])
+    second = Region([[200, 0], [300, 0], [300, 80]])
+    set_element_attributes(first, {"probability_mean": "0.91", "tile_count": "12"})
+    set_review(first, "accepted", reviewer="dr x", opinion="solid\nsheets",
+               when="2026-11-26T10:00:00Z")
+    set_review(second, "rejected", reviewer="dr x")
+    ann = AnnotationSet([AnnotationLayer(name="tumour", regions=[first, second])], mpp=0.5)
+    gj = tmp_path / "r.geojson"
+    write_annotations(ann, gj)
+    features = json.loads(gj.read_text())["features"]
+    assert features[0]["properties"]["metadata"]["review_status"] == "accepted"
+    back = read_annotations(gj)
+    a, b = back[0].regions
+    assert review_of(a) == review_of(first) and review_of(b) == review_of(second)
+    assert element_attributes(a)["probability_mean"] == "0.91"
+    # GeoJSON -> GeoJSON: the same features, as data
+    again = tmp_path / "again.geojson"
+    write_annotations(back, again)
+    assert json.loads(again.read_text())["features"] == features
+    # a QuPath feature with other metadata too: GeoJSON -> Aperio keeps both
+    doc = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+            [[0, 0], [50, 0], [50, 50], [0, 0]]]},
+        "properties": {"objectType": "annotation",
+                       "classification": {"name": "tumour", "color": [200, 0, 0]},
+                       "metadata": {"scanner": "S1", "review_status": "edited",
+                                    "opinion": "margin moved"}}}]}
+    qp = tmp_path / "qupath.geojson"
+    qp.write_text(json.dumps(doc))
+    region = read_annotations(qp)[0].regions[0]
+    assert review_of(region) == {"status": "edited", "opinion": "margin moved"}
+    xml = tmp_path / "qupath.xml"
+    write_annotations(read_annotations(qp), xml)
+    attrs = element_attributes(read_annotations(xml)[0].regions[0])
+    assert attrs["metadata.scanner"] == "S1" and attrs["review_status"] == "edited"
+    assert attrs["opinion"] == "margin moved"
+    # and back to GeoJSON: the original properties
+    out = tmp_path / "back.geojson"
+    write_annotations(read_annotations(qp), out)
+    assert json.loads(out.read_text())["features"][0]["properties"] == \
+        doc["features"][0]["properties"]

@@ -23,6 +23,7 @@ from .annotations import (
     holes_by_containment,
 )
 from .errors import InvalidGeometryError, MalformedAnnotationError
+from .review import adopt_carried_attributes, carried_attributes
 
 __all__ = ["read_geojson", "write_geojson"]
 
@@ -119,7 +120,10 @@ def read_geojson(path: Path) -> AnnotationSet:
                  "geojson_has_name": "name" in props}
         where = f"feature {index} ({name!r})"
         geometry = feature.get("geometry")
-        layer.regions.extend(_regions(geometry, path, where, text, attributes, extra, index))
+        regions = _regions(geometry, path, where, text, attributes, extra, index)
+        for region in regions:  # review and prediction values kept in 'metadata'
+            adopt_carried_attributes(region)
+        layer.regions.extend(regions)
     result.layers = list(layers.values())
     return result
 
@@ -226,6 +230,9 @@ def _properties(region: Region, layer: AnnotationLayer) -> dict[str, Any]:
             meta["negative"] = "1"
         if meta:
             props["metadata"] = meta
+    carried = carried_attributes(region)
+    if carried:  # review status, reviewer, opinion, probabilities: QuPath-style metadata
+        props["metadata"] = {**(props.get("metadata") or {}), **carried}
     if region.text or region.extra.get("geojson_has_name"):
         props["name"] = region.text
     source = layer.extra.get("geojson_class_source", "classification")

@@ -56,7 +56,14 @@ def _attributes_element(owner: Region | AnnotationLayer, create: bool) -> RawEle
         if not create:
             return None
         if isinstance(owner, Region):
-            layout = [RawElement("Attributes"), *_REGION_DEFAULT]
+            # what the Aperio writer would have put there: nested attributes (GeoJSON
+            # metadata, measurements), one Attribute per leaf
+            from ._aperio import _flatten, _split_attributes
+
+            _, nested = _split_attributes(owner.attributes)
+            layout = [RawElement("Attributes", children=[
+                RawElement("Attribute", {"Name": name, "Id": str(i), "Value": value})
+                for i, (name, value) in enumerate(_flatten(nested))]), *_REGION_DEFAULT]
         else:
             layout = [RawElement("Attributes"), _regions_marker(), RawElement("Plots")]
         owner.extra["aperio_layout"] = layout
@@ -126,6 +133,27 @@ SLIDE_OPINION, SLIDE_REVIEWER, SLIDE_REVIEWED_AT = ("slide_opinion", "slide_revi
 STATUSES = ("pending", "accepted", "rejected", "edited", "added")
 #: The key of :func:`review_counts` for regions without a status.
 UNREVIEWED = "unreviewed"
+
+
+def carried_attributes(region: Region) -> dict[str, str]:
+    """The review and prediction attributes of a region (what other formats carry in a
+    feature's ``metadata``)."""
+    names = (*REVIEW_ATTRIBUTES, *PREDICTION_ATTRIBUTES)
+    return {k: v for k, v in element_attributes(region).items() if k in names}
+
+
+def adopt_carried_attributes(region: Region) -> None:
+    """Move review and prediction values found in a region's ``metadata`` attribute (as
+    a GeoJSON feature carries them) into its Attributes."""
+    meta = region.attributes.get("metadata")
+    if not isinstance(meta, dict):
+        return
+    names = (*REVIEW_ATTRIBUTES, *PREDICTION_ATTRIBUTES)
+    found = {k: v for k, v in meta.items() if k in names}
+    if found:
+        region.attributes["metadata"] = {k: v for k, v in meta.items() if k not in found}
+        set_element_attributes(region, {k: "" if v is None else str(v)
+                                        for k, v in found.items()})
 
 
 def review_time(when: datetime | str | None = None) -> str:
