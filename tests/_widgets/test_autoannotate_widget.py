@@ -154,3 +154,48 @@ def test_cancel_keeps_no_iteration(shown, qtbot, tmp_path):
     work = tmp_path / "work"
     assert not list(work.glob("iteration_*")) and not widget.predicted_layers()
     assert widget.run.enabled and not widget.cancel.enabled
+
+
+def test_review_dock_on_the_prediction_then_retrain(shown, qtbot, tmp_path):
+    """The whole loop in the GUI: predict, review in the Review dock (accept one, an
+    opinion typed on another, a missed region drawn, the slide's opinion), retrain; the
+    review reaches reviewed.xml."""
+    from napari_slideseg._widgets.review import ReviewWidget
+
+    viewer, _, widget = shown
+    widget.start_run()
+    _wait(qtbot, widget)
+    review = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(review)
+    layer = widget.predicted_layers()[0]
+    assert layer in review.review_layers()
+    review.reviewer.value = "dr x"
+    review.advance.value = False
+    first = review.go_next()
+    assert first is not None and first[0] is layer
+    review.opinion.value = "solid tumour"
+    review.review("accepted")
+    second = review.go_next()
+    assert second is not None and second[1] != first[1]
+    review.opinion.value = "unsure, typed only"  # kept without pressing a button
+    # a missed region drawn with the polygon tool: status 'added'
+    layer.add_polygons([np.array([[700.0, 100.0], [700.0, 300.0], [900.0, 300.0]])])
+    review.slide_opinion.value = "one focus"
+    widget.start_retrain()
+    _wait(qtbot, widget)
+    assert widget.last_error == ""
+    reviewed = read_annotations(tmp_path / "work" / "iteration_001" / "reviewed.xml")
+    found = {}
+    for _, region in reviewed.regions():
+        attrs = element_attributes(region)
+        if attrs.get("review_status"):
+            found.setdefault(attrs["review_status"], []).append(attrs)
+    assert len(found["accepted"]) == 1 and found["accepted"][0]["reviewer"] == "dr x"
+    assert found["accepted"][0]["opinion"] == "solid tumour"
+    assert [a.get("opinion") for a in found["pending"]] == ["unsure, typed only"]
+    assert len(found["added"]) == 1 and "rejected" not in found
+    from napari_slideseg.core.review import slide_opinion
+
+    assert slide_opinion(reviewed)["opinion"] == "one focus"
+    # the second round trained on the accepted and added regions too
+    assert (tmp_path / "work" / "iteration_002" / "model.joblib").exists()

@@ -401,7 +401,11 @@ class ReviewWidget(Container):
         self.delete.changed.connect(lambda *_: self._guard(self.delete_selected))
         self.klass.changed.connect(self._on_class)
         self.show_status.changed.connect(self._on_show_status)
-        self.slide_opinion.changed.connect(self._on_slide_opinion)
+        # Qt's own signal: magicgui's TextEdit reports a change only when it loses focus,
+        # and the slide's opinion must reach the layers however they are saved next
+        self.slide_opinion.native.textChanged.connect(self._on_slide_opinion)
+        self.opinion.native.textChanged.connect(
+            lambda: None if self._syncing else self._store_opinion())
         self.save_button.changed.connect(self._on_save)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
