@@ -229,7 +229,7 @@ def _class_mask(annotations: AnnotationSet, key: AnnotationKey, grid: TileGrid, 
     """Per-tile coverage of one class over the whole grid, in bands of tile rows."""
     rows, cols = grid.shape
     out = np.zeros((rows, cols), np.float32)
-    band = max(1, 4096 // (cols * samples) or 1)
+    band = max(1, 4096 // (cols * samples))  # tile rows rasterised at a time
     for r0 in range(0, rows, band):
         r1 = min(rows, r0 + band)
         m = rasterize(annotations, key, (0.0, r0 * grid.size0, cols * samples,
